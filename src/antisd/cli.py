@@ -1,0 +1,40 @@
+"""`antisd` command line: ``antisd <command> [--key value ...]``; ``antisd <command> --help`` lists every field."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: antisd <command> [options]
+
+commands:
+  train           GRPO / SD / AntiSD training (no options: the embedded testbed default)
+  testbed build   rebuild the embedded testbed model from a seed
+
+`antisd <command> --help` explains every option."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["train"]
+    command, rest = argv[0], argv[1:]
+    if command in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if command == "train":
+        from antisd.commands import train
+
+        train.cli(rest)
+        return 0
+    if command == "testbed" and rest[:1] == ["build"]:
+        from antisd import configio
+        from antisd.testbed import build
+
+        build.main(configio.parse(build.BuildConfig, rest[1:], prog="antisd testbed build", description=build.__doc__.split("\n\n")[0]))
+        return 0
+    print(f"antisd: unknown command {' '.join(argv[:2])!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

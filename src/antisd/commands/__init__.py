@@ -1,0 +1,1 @@
+"""One module per CLI command, each with a typed config and ``main(cfg)``."""

@@ -1,0 +1,231 @@
+"""`antisd train`: GRPO / SD / AntiSD on one machine, through TRL's GRPOTrainer.
+
+With no arguments it trains the embedded testbed model (shipped in the package) with the paper's AntiSD on the
+Countdown task, evaluates held-out accuracy before and after, and writes a run directory:
+
+    runs/train/config.yaml     the resolved config (preset + overrides)
+    runs/train/metrics.jsonl   one line per step: train/, reward/, antisd/, eval/, perf/ keys
+    runs/train/checkpoint-N/   model, optimizer, gate and σ_ref state (resume with --resume true)
+    runs/train/plots.png       the main curves
+    runs/train/summary.json    before/after held-out accuracy
+
+Examples:
+    antisd train
+    antisd train --preset antisd_release --steps 50 --output_dir runs/release
+    antisd train --config my.yaml --antisd_gate_down_ratio 0.9
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from antisd import configio
+from antisd.presets import preset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Config of `antisd train`. AntiSD trainer fields (``antisd_*``) may also be given; they override the preset."""
+
+    preset: str = "antisd"
+    """Variant: grpo, sd, sd_jsd, antisd, antisd_release, no_gate, revkl_ascent, no_teacher, multiplicative, student_ppl_gate."""
+    model: str = "testbed"
+    """'testbed' (the tiny model shipped in the package), a local model directory, or a Hugging Face id already in the local cache."""
+    task: str = "countdown"
+    """'countdown' (embedded task) or a .jsonl file of math problems with prompt and answer fields."""
+    output_dir: str = "runs/train"
+    """Run directory (config, metrics.jsonl, checkpoints, plots, summary)."""
+    steps: int = 30
+    """Optimizer steps (one generation batch per step)."""
+    prompts_per_step: int = 8
+    """Problems per step; each gets num_generations rollouts."""
+    num_generations: int = 8
+    """Rollouts per problem (the GRPO group size G)."""
+    max_completion_length: int = 96
+    """Maximum response tokens per rollout."""
+    learning_rate: float = 2e-4
+    """AdamW learning rate (the paper uses 1e-6 on 4B-30B models; a 1M-parameter model needs far more)."""
+    temperature: float = 1.0
+    """Sampling temperature of training rollouts (teacher and student log-probs use the same)."""
+    loss_type: str = "dapo"
+    """TRL loss aggregation: dapo (token-mean over the batch, as the released code's token-mean), grpo, dr_grpo, bnpo."""
+    seed: int = 0
+    """Seed for data order, sampling and initialisation of anything random."""
+    save_steps: int = 10
+    """Checkpoint every this many steps (0: only at the end)."""
+    resume: bool = False
+    """Resume from the last checkpoint in output_dir (gate and σ_ref state included)."""
+    eval_k: int = 4
+    """Samples per held-out problem for avg@k before and after training (0 skips evaluation)."""
+    eval_problems: int = 64
+    """Held-out problems evaluated."""
+    eval_temperature: float = 0.7
+    """Evaluation sampling temperature (the paper's T = 0.7, top-p 0.95)."""
+    threads: int = 2
+    """torch CPU threads."""
+    extras: dict = field(default_factory=dict)
+    """AntiSD trainer fields set explicitly (filled from antisd_* keys)."""
+
+
+def antisd_fields() -> dict:
+    """(type, help) of every AntiSD field of AntiSDConfig, for the CLI."""
+    import typing
+
+    from antisd.integrations.trl import AntiSDConfig
+
+    hints = typing.get_type_hints(AntiSDConfig)
+    return {f.name: (hints[f.name], f.metadata.get("help", "")) for f in dataclasses.fields(AntiSDConfig) if f.name.startswith("antisd_")}
+
+
+def trainer_args(cfg: TrainConfig, run_dir: Path):
+    """The AntiSDConfig of this run: TRL settings, then the preset, then explicit antisd_* overrides."""
+    from antisd.integrations.trl import AntiSDConfig
+
+    return AntiSDConfig(
+        output_dir=str(run_dir),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        temperature=cfg.temperature,
+        loss_type=cfg.loss_type,
+        beta=0.0,
+        seed=cfg.seed,
+        use_cpu=not _has_cuda(),
+        bf16=False,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else cfg.steps,
+        disable_tqdm=True,
+        disable_dropout=True,
+        dataloader_num_workers=0,
+        **(preset(cfg.preset) | cfg.extras),
+    )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_model(name: str):
+    """Model and tokenizer by name; no hub download is ever attempted for a name that is not cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from antisd.testbed import shipped_model_dir
+
+    path = shipped_model_dir() if name == "testbed" else name
+    local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).is_dir()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    if tok.pad_token is None:  # documented fallback: pad with eos (masked out of every loss)
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ValueError(f"tokenizer of {name!r} has no chat template; the student and teacher prompts need one")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only)
+    return model, tok
+
+
+def main(cfg: TrainConfig) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    from antisd.evaluation import evaluate
+    from antisd.integrations.trl import AntiSDTrainer
+    from antisd.runlog import JsonlMetrics, ProgressBar, plot_metrics
+    from antisd.tasks import load_task
+
+    torch.set_num_threads(cfg.threads)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
+
+    # 1. Resolve and record the config (the preset is expanded, so the file says exactly what ran)
+    args = trainer_args(cfg, run_dir)
+    (run_dir / "config.yaml").write_text(configio.to_yaml(cfg) + "resolved_antisd:\n" + "".join(f"  {k}: {getattr(args, k)!r}\n" for k in sorted(antisd_fields())))
+
+    # 2. Task, model, tokenizer
+    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems)
+    model, tok = load_model(cfg.model)
+    print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}")
+
+    def held_out(tag: str):
+        if cfg.eval_k <= 0:
+            return None
+        result = evaluate(model, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length, seed=cfg.seed)
+        print(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
+        return result
+
+    resume_from = _last_checkpoint(run_dir) if cfg.resume else None
+    before = held_out("before") if resume_from is None else None
+    if before is not None:
+        metrics.write(0, before.metrics())
+
+    # 3. Train
+    trainer = AntiSDTrainer(
+        model=model,
+        reward_funcs=[task.reward_fn()],
+        args=args,
+        train_dataset=Dataset.from_list(task.train_rows),
+        processing_class=tok,
+        callbacks=[metrics, ProgressBar(cfg.steps)],
+        demonstration_cutter=task.cut_demonstration,
+    )
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(run_dir / "final"))
+
+    # 4. Evaluate, summarise, plot
+    after = held_out("after")
+    if after is not None:
+        metrics.write(trainer.state.global_step, after.metrics())
+    summary = {
+        "preset": cfg.preset,
+        "steps": trainer.state.global_step,
+        "before": before.metrics() if before else None,
+        "after": after.metrics() if after else None,
+        "gate": trainer.gate.state_dict(),
+        "sigma_ref": trainer.sigma_ref.value,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
+    _print_summary(summary)
+    return summary
+
+
+def _last_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if not ckpts:
+        raise FileNotFoundError(f"--resume true but {run_dir} holds no checkpoint-N directory")
+    return ckpts[-1]
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"antisd train: {summary['preset']}, {summary['steps']} steps")
+    table.add_column("metric")
+    table.add_column("before")
+    table.add_column("after")
+    keys = sorted(set((summary["before"] or {}) | (summary["after"] or {})))
+    for key in keys:
+        fmt = lambda d: f"{d[key]:.3f}" if d and key in d else "-"  # noqa: E731
+        table.add_row(key, fmt(summary["before"]), fmt(summary["after"]))
+    gate = summary["gate"]
+    table.add_row("gate warm value / state", "-", f"{gate['warm']} / {'on' if gate['active'] else 'off'}")
+    Console().print(table)
+
+
+def cli(argv: list[str]) -> dict:
+    cfg = configio.parse(TrainConfig, argv, prog="antisd train", description=__doc__.split("\n\n")[0], extra=antisd_fields())
+    return main(cfg)

@@ -1,0 +1,120 @@
+"""Privileged context: the teacher's input for each rollout (paper App. C, digest §1.4).
+
+For rollout i of a group, the teacher sees, in one user turn:
+    {prompt}
+    Your previous attempt:  <a *different* correct rollout of the same group>
+    Previous assessment: Your answer is (in)correct.   <- the correctness of rollout i itself
+    Now solve this problem step by step.
+followed, in the assistant turn, by rollout i's own response tokens, which the teacher re-scores.
+
+Defaults follow the released launchers: ``solution_source=group_only`` (no dataset fallback), the first eligible
+sibling in batch order, never the rollout's own text, feedback included even with a solution, demonstrations cut
+after their final answer and head/tail-truncated to ``max_solution_tokens`` (25% head, 75% tail). With no correct
+sibling the feedback-only template is used; with neither solution nor feedback the bare prompt (u ≈ 0).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+REPROMPT = "{prompt}{solution}{feedback}\n\nNow solve this problem step by step.\n"
+SOLUTION = "\nYour previous attempt:\n\n{successful_previous_attempt}\n\n"
+FEEDBACK = "\nPrevious assessment: {feedback_raw}\n"
+REPROMPT_FEEDBACK_ONLY = "{prompt}{feedback}\n\nNow solve this problem step by step.\n"
+
+_THINK_RE = re.compile(r"<think>.*?</think>\s*", flags=re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ContextTemplates:
+    """The four template strings of the released code (``SelfDistillationConfig`` defaults)."""
+
+    reprompt: str = REPROMPT
+    solution: str = SOLUTION
+    feedback: str = FEEDBACK
+    reprompt_feedback_only: str = REPROMPT_FEEDBACK_ONLY
+
+
+def select_demonstrations(
+    rewards: Sequence[float], group_size: int, threshold: float = 1.0, exclude_self: bool = True
+) -> list[int | None]:
+    """For each rollout, the index of the first successful *other* rollout in its group, or None.
+
+    Args:
+        rewards: [B] rewards in batch order, groups of ``group_size`` consecutive rollouts. NaN never succeeds.
+        threshold: reward ≥ threshold counts as success.
+        exclude_self: never pick the rollout itself (``dont_reprompt_on_self_success``).
+    """
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    picks: list[int | None] = []
+    for i in range(len(rewards)):
+        start = (i // group_size) * group_size
+        eligible = [j for j in range(start, start + group_size) if rewards[j] >= threshold and not (exclude_self and j == i)]
+        picks.append(eligible[0] if eligible else None)
+    return picks
+
+
+def strip_thinking(text: str) -> str:
+    return _THINK_RE.sub("", text)
+
+
+def head_tail_truncate(ids: list[int], budget: int, sep_ids: list[int], head_fraction: float = 0.25) -> list[int]:
+    """Keep ``head_fraction`` of the budget from the start and the rest from the end, joined by ``sep_ids``."""
+    if len(ids) <= budget:
+        return ids
+    room = max(budget - len(sep_ids), 0)
+    head = int(room * head_fraction)
+    tail = room - head
+    return ids[:head] + sep_ids + (ids[-tail:] if tail else [])
+
+
+def teacher_user_text(prompt_text: str, demonstration: str | None, feedback: str | None, templates: ContextTemplates) -> str:
+    """The reprompt text of the teacher's user turn."""
+    feedback_text = templates.feedback.format(feedback_raw=feedback) if feedback else ""
+    if demonstration:
+        solution_text = templates.solution.format(successful_previous_attempt=demonstration)
+        return templates.reprompt.format(prompt=prompt_text, solution=solution_text, feedback=feedback_text)
+    if feedback:
+        return templates.reprompt_feedback_only.format(prompt=prompt_text, feedback=feedback_text)
+    return prompt_text
+
+
+def teacher_messages(prompt_messages: list[dict], user_text: str) -> list[dict]:
+    """Original system messages + one user message holding the reprompt text."""
+    system = [m for m in prompt_messages if m.get("role") == "system"]
+    return system + [{"role": "user", "content": user_text}]
+
+
+def last_user_text(prompt_messages: list[dict]) -> str:
+    users = [m for m in prompt_messages if m.get("role") == "user"]
+    if not users:
+        raise ValueError(f"prompt has no user message: {prompt_messages!r}")
+    content = users[-1]["content"]
+    if not isinstance(content, str):
+        raise ValueError("multimodal prompts are not supported for the privileged context")
+    return content
+
+
+@dataclass
+class DemonstrationCleaner:
+    """Turns a sibling's decoded response into the demonstration text (cut, strip, token budget)."""
+
+    tokenize: Callable[[str], list[int]]
+    detokenize: Callable[[list[int]], str]
+    max_tokens: int = 3072
+    cut_after_answer: Callable[[str], str] | None = None
+    remove_thinking: bool = False
+
+    def __call__(self, text: str) -> tuple[str, bool]:
+        """Returns (demonstration, was_truncated)."""
+        if self.remove_thinking:
+            text = strip_thinking(text)
+        if self.cut_after_answer is not None:
+            text = self.cut_after_answer(text)
+        ids = self.tokenize(text)
+        if len(ids) <= self.max_tokens:
+            return text, False
+        return self.detokenize(head_tail_truncate(ids, self.max_tokens, self.tokenize("\n...\n"))), True

@@ -1,0 +1,6 @@
+"""TRL integration: ``AntiSDConfig(GRPOConfig)`` and ``AntiSDTrainer(GRPOTrainer)``."""
+
+from antisd.integrations.trl.config import AntiSDConfig
+from antisd.integrations.trl.trainer import AntiSDBatch, AntiSDTrainer
+
+__all__ = ["AntiSDBatch", "AntiSDConfig", "AntiSDTrainer"]

@@ -1,0 +1,103 @@
+"""Tasks: training prompts, a held-out set, a grader that returns (reward, feedback), and a demonstration cutter.
+
+Built in: ``countdown`` (the embedded testbed task). Any ``*.jsonl`` path is read as math problems with
+``prompt`` and ``answer`` fields, graded on the final ``\\boxed{}`` answer with math-verify.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from antisd.tasks import countdown as cd
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    messages: list[dict]
+    row: dict
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    train_rows: list[dict]
+    heldout: list[EvalItem]
+    grade: Callable[[str, dict], tuple[float, str]]
+    cut_demonstration: Callable[[str], str] | None
+
+    def reward_fn(self):
+        """A TRL reward function over this task's columns."""
+        grade = self.grade
+
+        def correctness(completions, **kwargs) -> list[float]:
+            # dataset columns arrive as lists, one value per completion; TRL's own kwargs are skipped
+            columns = {k: v for k, v in kwargs.items() if k not in ("prompts", "completion_ids") and isinstance(v, list) and len(v) == len(completions)}
+            rows = [dict(zip(columns, values)) for values in zip(*columns.values())] if columns else [{}] * len(completions)
+            return [grade(_text(c), row)[0] for c, row in zip(completions, rows)]
+
+        return correctness
+
+
+def _text(completion) -> str:
+    return completion[-1]["content"] if isinstance(completion, list) else completion
+
+
+def countdown_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
+    def row(p: cd.Problem) -> dict:
+        return {"prompt": [{"role": "user", "content": p.prompt}], "numbers": list(p.numbers), "target": p.target}
+
+    def grade(text: str, r: dict) -> tuple[float, str]:
+        g = cd.grade(text, cd.Problem(tuple(r["numbers"]), int(r["target"])))
+        return g.reward, g.feedback
+
+    train = [row(p) for p in cd.generate(n_train, seed, "train")]
+    held = [EvalItem(row(p)["prompt"], row(p)) for p in cd.generate(n_heldout, seed, "heldout")]
+    return Task("countdown", train, held, grade, cd.truncate_demonstration)
+
+
+def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
+    """Rows of a JSONL file; a malformed line or a missing/empty field raises naming the line and the field."""
+    rows = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected an object, got {type(row).__name__}")
+            for key in required:
+                if key not in row or row[key] in (None, ""):
+                    raise ValueError(f"{path}:{lineno}: field {key!r} is missing or empty")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def math_jsonl(path: str, heldout_fraction: float = 0.1) -> Task:
+    from antisd.rewards import math_grade
+
+    rows = read_jsonl_rows(path)
+
+    def row(r: dict) -> dict:
+        prompt = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": str(r["prompt"])}]
+        return {"prompt": prompt, "answer": str(r["answer"])}
+
+    rows = [row(r) for r in rows]
+    n_held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
+    held = [EvalItem(r["prompt"], r) for r in rows[:n_held]]
+    return Task(Path(path).stem, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None)
+
+
+def load_task(name: str, seed: int = 0, n_heldout: int = 64) -> Task:
+    if name == "countdown":
+        return countdown_task(seed=seed, n_heldout=n_heldout)
+    if name.endswith(".jsonl"):
+        return math_jsonl(name)
+    raise ValueError(f"Unknown task {name!r}: use 'countdown' or a path to a .jsonl file with prompt/answer fields")

@@ -1,0 +1,196 @@
+"""`antisd testbed build`: warm-start the tiny Countdown reasoning model from a seed.
+
+Recipe (choices and why, see docs/testbed.md):
+- tokenizer: byte-level BPE trained on the synthetic corpus (lossless decode, so any text round-trips);
+- model: a standard Qwen3 causal LM (hidden 128, 4 layers, ~1M parameters) so every HF/TRL code path applies;
+- data: synthetic *search* traces (random tries without replacement, ``wait`` lines, ``no`` verdicts), plus
+  examples in the teacher-prompt format so the model learns to *use* privileged context the way a pretrained
+  LLM would: after "Your previous attempt: <correct trace>" it answers with the attempt's solution, after an
+  incorrect one it searches while avoiding the wrong answer, after feedback alone it searches;
+- loss on response tokens only (training on the context block made the model write context blocks itself).
+
+Run: ``antisd testbed build --seed 0 --out DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from antisd.context import ContextTemplates, teacher_user_text
+from antisd.tasks import countdown as cd
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Warm-start of the embedded testbed model."""
+
+    out: str = "runs/testbed-model"
+    """Directory the model and tokenizer are written to."""
+    seed: int = 0
+    """Seed for data, initialisation and batch order: the same seed gives the same checkpoint."""
+    steps: int = 1500
+    """Optimizer steps of supervised training."""
+    batch_size: int = 64
+    """Examples per step."""
+    lr: float = 2e-3
+    """Peak learning rate (linear warm-up for 50 steps, cosine decay to 10%)."""
+    p_context: float = 0.5
+    """Fraction of examples in the teacher-prompt format (previous attempt and/or assessment)."""
+    hidden_size: int = 128
+    """Model width."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    vocab_size: int = 640
+    """BPE vocabulary size (specials included)."""
+    num_threads: int = 2
+    """torch CPU threads."""
+
+
+def _messages(user_text: str) -> list[dict]:
+    return [{"role": "user", "content": user_text}]
+
+
+def make_example(problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates) -> tuple[list[dict], str]:
+    """One (prompt messages, response) pair: a plain search, or one of the three teacher-prompt formats."""
+    if rng.random() >= p_context:
+        trace, _ = cd.search_trace(problem, rng)
+        return _messages(problem.prompt), trace
+    kind = rng.random()
+    if kind < 0.6:  # a correct previous attempt: copy its solution in one try
+        sol = rng.choice(cd.solutions(problem))
+        demo = _solved_trace(problem, sol, rng)
+        user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
+        return _messages(user), f"{cd.try_line(sol, problem)}\nanswer: {cd.format_expr(sol)}"
+    if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
+        demo, solved = cd.search_trace(problem, rng)
+        if solved:
+            return _messages(problem.prompt), demo
+        wrong = cd.parse_answer(demo)
+        user = teacher_user_text(problem.prompt, demo, cd.INCORRECT_FEEDBACK, templates)
+        return _messages(user), cd.search_trace(problem, rng, avoid=wrong)[0]
+    user = teacher_user_text(problem.prompt, None, cd.INCORRECT_FEEDBACK, templates)  # feedback only
+    return _messages(user), cd.search_trace(problem, rng)[0]
+
+
+def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random) -> str:
+    """A search trace that ends on ``solution`` (what a correct sibling rollout looks like)."""
+    wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
+    rng.shuffle(wrong)
+    lines = []
+    for expr in wrong[: rng.randint(0, 3)]:
+        lines += ["wait"] if lines and rng.random() < 0.3 else []
+        lines.append(cd.try_line(expr, problem))
+    lines.append(cd.try_line(solution, problem))
+    lines.append(f"answer: {cd.format_expr(solution)}")
+    return "\n".join(lines)
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>", bos_token=None)
+    hf.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|endoftext|>"]})
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def build_model(tokenizer, hidden_size: int, num_layers: int):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    heads = max(hidden_size // 32, 2)
+    cfg = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=3 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=max(heads // 2, 1),
+        head_dim=hidden_size // heads,
+        max_position_embeddings=1024,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return Qwen3ForCausalLM(cfg)
+
+
+def encode(tokenizer, messages: list[dict], response: str) -> tuple[list[int], int]:
+    """Prompt + response + eos ids, and the prompt length (the loss starts after it)."""
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return list(prompt_ids) + response_ids, len(prompt_ids)
+
+
+def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id)
+    labels = torch.full((len(batch), width), -100)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, (seq, prompt_len) in enumerate(batch):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        attn[i, : len(seq)] = 1
+        labels[i, prompt_len : len(seq)] = torch.tensor(seq[prompt_len:])
+    return ids, attn, labels
+
+
+def main(cfg: BuildConfig) -> Path:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.num_threads)
+    rng = random.Random(cfg.seed)
+    templates = ContextTemplates()
+
+    # 1. Data: a pool of training problems (held-out triples never appear)
+    problems = cd.generate(4000, seed=cfg.seed, split="train")
+    corpus = [make_example(p, rng, cfg.p_context, templates) for p in problems[:1500]]
+    tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]
+    tokenizer = build_tokenizer(tok_texts, cfg.vocab_size)
+    model = build_model(tokenizer, cfg.hidden_size, cfg.num_layers)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: Qwen3 {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}")
+
+    # 2. Supervised warm start on fresh examples every step, response-only loss
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / cfg.steps))))
+    model.train()
+    start = time.time()
+    for step in range(cfg.steps):
+        batch = [encode(tokenizer, *make_example(rng.choice(problems), rng, cfg.p_context, templates)) for _ in range(cfg.batch_size)]
+        ids, attn, labels = collate(batch, tokenizer.pad_token_id)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == cfg.steps - 1:
+            print(f"step {step:5d}  loss {loss.item():.3f}  {time.time() - start:6.0f}s", flush=True)
+
+    # 3. Save model, tokenizer and the recipe that made them
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "antisd_build.json").write_text(json.dumps(asdict(cfg) | {"params": n_params}, indent=2))
+    print(f"saved to {out}")
+    return out

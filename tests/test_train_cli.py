@@ -1,0 +1,151 @@
+"""End-to-end runs of `antisd train` through the real CLI on a tiny in-process model (CPU, seconds each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from antisd import cli, core
+from antisd.integrations.trl import AntiSDTrainer
+from tiny import make_tiny_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _run(model: Path, out: Path, preset: str, *extra: str) -> dict:
+    argv = [
+        "train", "--model", str(model), "--output_dir", str(out), "--preset", preset,
+        "--prompts_per_step", "2", "--num_generations", "4", "--max_completion_length", "12",
+        "--eval_k", "1", "--eval_problems", "2", "--save_steps", "1", *extra,
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.fixture
+def capture(monkeypatch):
+    """Record what reaches TRL's loss and what the AntiSD step saw, for every step."""
+    seen = {"loss_inputs": [], "batches": []}
+    original_loss, original_adv = AntiSDTrainer._compute_loss, AntiSDTrainer._antisd_advantages
+
+    def compute_loss(self, model, inputs):
+        seen["loss_inputs"].append({k: inputs[k].detach().clone() for k in ("advantages", "prompt_ids", "completion_ids")})
+        return original_loss(self, model, inputs)
+
+    def antisd_advantages(self, prompts, out):
+        adv = original_adv(self, prompts, out)
+        seen["batches"].append((self.last_antisd_batch, dict(vars(self.args)), self.gate.warm))
+        return adv
+
+    monkeypatch.setattr(AntiSDTrainer, "_compute_loss", compute_loss)
+    monkeypatch.setattr(AntiSDTrainer, "_antisd_advantages", antisd_advantages)
+    return seen
+
+
+def _core_advantages(batch, args: dict, warm: float | None) -> torch.Tensor:
+    """The advantages the core computes from the raw inputs of one batch, independently of the trainer."""
+    mask = batch.signal_mask_BT
+    u = core.token_pmi(batch.teacher_logp_BT, batch.student_logp_BT, mask)
+    fn = core.get_signal(args["antisd_signal"])
+    if args["antisd_shaping"] == "release":
+        signal = core.release_signal(u, batch.student_logp_BT, mask, fn, sigma_ref=batch.sigma_ref, len_mask=args["antisd_len_mask"])
+    else:
+        signal = core.paper_signal(u, batch.student_logp_BT, mask, fn)
+    if not batch.gate_on:
+        lam = torch.zeros(mask.shape[0])
+    elif args["antisd_lambda_mode"] == "constant":
+        lam = torch.full((mask.shape[0],), args["antisd_lambda_max"])
+    else:
+        tau = max(args["antisd_gate_down_ratio"] * warm, args["antisd_gate_min_threshold"])
+        lam = core.teacher_ppl_lambda(core.sequence_ppl(batch.teacher_logp_BT, mask), tau, ppl_spike=args["antisd_ppl_spike"])
+    return core.COMPOSERS[args["antisd_compose"]](batch.seq_adv_B, signal, lam, mask)
+
+
+def _rows(prompt_ids, completion_ids, adv):
+    return {(tuple(p.tolist()), tuple(c.tolist())): a for p, c, a in zip(prompt_ids, completion_ids, adv)}
+
+
+@pytest.mark.parametrize(
+    "preset, extra",
+    [
+        # release shaping with λ_i > 0 from step 2: one warm-up step, an entropy gate, no PPL spike cut
+        ("antisd_release", ["--antisd_gate_warmup_steps", "1", "--antisd_gate_signal", "teacher_entropy_median", "--antisd_ppl_spike", "1e9"]),
+        ("sd", []),
+    ],
+)
+def test_advantages_reaching_trl_loss_equal_core_output(tiny_model, tmp_path, capture, preset, extra):
+    _run(tiny_model, tmp_path / preset, preset, "--steps", "2", *extra)
+    assert len(capture["batches"]) == 2 and len(capture["loss_inputs"]) == 2
+    nontrivial = 0
+    for (batch, args, warm), loss_in in zip(capture["batches"], capture["loss_inputs"]):
+        expected = _core_advantages(batch, args, warm)
+        assert loss_in["advantages"].shape == expected.shape  # [B, T] reached the loss
+        want = _rows(batch.prompt_ids, batch.completion_ids, expected)
+        got = _rows(loss_in["prompt_ids"], loss_in["completion_ids"], loss_in["advantages"])
+        assert got.keys() == want.keys()  # TRL shuffles rows; match them by their token ids
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)
+        nontrivial += int(not torch.equal(expected, batch.seq_adv_B[:, None].expand_as(expected)))
+    assert nontrivial >= 1  # the per-token term really was on in at least one step
+
+
+def test_resume_restores_gate_without_new_warmup(tiny_model, tmp_path, capture):
+    gate_args = ["--antisd_gate_warmup_steps", "2", "--antisd_gate_signal", "teacher_entropy_median"]
+    first = _run(tiny_model, tmp_path / "run", "antisd", "--steps", "2", *gate_args)
+    assert first["gate"]["warm"] is not None and first["gate"]["steps"] == 2
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "antisd_state.json").read_text())
+    assert state["gate"] == first["gate"]
+    resumed = _run(tiny_model, tmp_path / "run", "antisd", "--steps", "3", "--resume", "true", *gate_args)
+    assert resumed["steps"] == 3
+    assert resumed["gate"]["warm"] == first["gate"]["warm"]  # not re-calibrated from the new step
+    assert resumed["gate"]["warm_values"] == first["gate"]["warm_values"]
+    assert resumed["gate"]["steps"] == 3
+    batch, _, _ = capture["batches"][-1]
+    assert batch.step == 2  # the resumed step ran after warm-up, so the gate decided it
+    assert capture["batches"][-1][0].gate_on == resumed["gate"]["active"] or resumed["gate"]["lag"] == 1
+
+
+def test_grpo_preset_gives_sequence_advantages_exactly(tiny_model, tmp_path, capture):
+    _run(tiny_model, tmp_path / "grpo", "grpo", "--steps", "1")
+    batch, _, _ = capture["batches"][0]
+    loss_in = capture["loss_inputs"][0]
+    want = _rows(batch.prompt_ids, batch.completion_ids, batch.seq_adv_B[:, None].expand_as(batch.advantages_BT))
+    got = _rows(loss_in["prompt_ids"], loss_in["completion_ids"], loss_in["advantages"])
+    for key in want:
+        assert torch.equal(got[key], want[key])
+
+
+def test_run_directory_contents(tiny_model, tmp_path):
+    out = tmp_path / "dir"
+    _run(tiny_model, out, "antisd", "--steps", "1")
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "plots.png", "checkpoint-1/antisd_state.json", "final/config.json"):
+        assert (out / name).exists(), name
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    keys = set().union(*lines)
+    for key in ("reward/reward", "antisd/u_mean", "antisd/frac_u_neg", "antisd/gate_on", "antisd/demo_fraction", "eval/avg@1", "train/entropy"):
+        assert key in keys, key
+    assert "antisd_signal: 'antisd'" in (out / "config.yaml").read_text()
+
+
+def test_bad_config_key_is_named(tmp_path, tiny_model):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("stepz: 3\n")
+    with pytest.raises(ValueError, match="unknown key 'stepz'.*Did you mean 'steps'"):
+        cli.main(["train", "--config", str(cfg), "--model", str(tiny_model)])
+
+
+def test_bad_preset_and_field_values_are_named(tmp_path, tiny_model):
+    with pytest.raises(KeyError, match="Did you mean 'antisd'"):
+        cli.main(["train", "--model", str(tiny_model), "--preset", "antisdd", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="antisd_shaping='papr'"):
+        cli.main(["train", "--model", str(tiny_model), "--antisd_shaping", "papr", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--steps: cannot read 'many' as int"):
+        cli.main(["train", "--steps", "many"])
