@@ -8,7 +8,9 @@ USAGE = """usage: antisd <command> [options]
 
 commands:
   train           GRPO / SD / AntiSD training (no options: the embedded testbed default)
+  compare         matched runs of several variants × seeds, and a report
   testbed build   rebuild the embedded testbed model from a seed
+  testbed check   held-out pass@1 with and without privileged context
 
 `antisd <command> --help` explains every option."""
 
@@ -25,6 +27,17 @@ def main(argv: list[str] | None = None) -> int:
         from antisd.commands import train
 
         train.cli(rest)
+        return 0
+    if command == "compare":
+        from antisd.commands import compare
+
+        compare.cli(rest)
+        return 0
+    if command == "testbed" and rest[:1] == ["check"]:
+        from antisd import configio
+        from antisd.testbed import check
+
+        check.main(configio.parse(check.CheckConfig, rest[1:], prog="antisd testbed check", description=check.__doc__.split("\n\n")[0]))
         return 0
     if command == "testbed" and rest[:1] == ["build"]:
         from antisd import configio

@@ -27,11 +27,26 @@ class EvalResult:
 @torch.no_grad()
 def evaluate(model, tokenizer, task: Task, k: int = 4, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0) -> EvalResult:
     """Sample ``k`` responses per held-out problem and grade them with the task's grader."""
+    # A private RNG stream: evaluation never shifts the training run's random state, and every model is
+    # evaluated with the same sampling noise for the same seed (common random numbers across variants).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        correct = _sample_and_grade(model, tokenizer, task, k, temperature, top_p, max_new_tokens, batch_size)
+    n = len(correct)
+    return EvalResult(
+        avg_at_k=sum(correct) / (n * k),
+        pass_at={j: sum(pass_at_k(k, c, j) for c in correct) / n for j in sorted({1, k})},
+        k=k,
+        n_problems=n,
+        per_problem=correct,
+    )
+
+
+def _sample_and_grade(model, tokenizer, task: Task, k, temperature, top_p, max_new_tokens, batch_size) -> list[int]:
     was_training = model.training
     model.eval()
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    torch.manual_seed(seed)
     prompts = [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for item in task.heldout]
     flat = [(i, p) for i, p in enumerate(prompts) for _ in range(k)]
     correct = [0] * len(prompts)
@@ -47,11 +62,4 @@ def evaluate(model, tokenizer, task: Task, k: int = 4, temperature: float = 0.7,
             correct[i] += int(task.grade(text, task.heldout[i].row)[0] >= 1.0)
     tokenizer.padding_side = side
     model.train(was_training)
-    n = len(prompts)
-    return EvalResult(
-        avg_at_k=sum(correct) / (n * k),
-        pass_at={j: sum(pass_at_k(k, c, j) for c in correct) / n for j in sorted({1, k})},
-        k=k,
-        n_problems=n,
-        per_problem=correct,
-    )
+    return correct

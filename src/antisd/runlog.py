@@ -70,6 +70,17 @@ class ProgressBar(TrainerCallback):
             self.progress.stop()
 
 
+class PeriodicEval(TrainerCallback):
+    """Calls ``run(step)`` every ``every`` optimizer steps (held-out evaluation during training)."""
+
+    def __init__(self, every: int, run):
+        self.every, self.run = every, run
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and state.global_step % self.every == 0:
+            self.run(state.global_step)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

@@ -61,6 +61,8 @@ class TrainConfig:
     """Resume from the last checkpoint in output_dir (gate and σ_ref state included)."""
     eval_k: int = 4
     """Samples per held-out problem for avg@k before and after training (0 skips evaluation)."""
+    eval_every: int = 0
+    """Also evaluate held-out avg@k every this many steps during training (0: only before and after)."""
     eval_problems: int = 64
     """Held-out problems evaluated."""
     eval_temperature: float = 0.7
@@ -141,7 +143,7 @@ def main(cfg: TrainConfig) -> dict:
 
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
-    from antisd.runlog import JsonlMetrics, ProgressBar, plot_metrics
+    from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, plot_metrics
     from antisd.tasks import load_task
 
     torch.set_num_threads(cfg.threads)
@@ -171,13 +173,16 @@ def main(cfg: TrainConfig) -> dict:
         metrics.write(0, before.metrics())
 
     # 3. Train
+    callbacks = [metrics, ProgressBar(cfg.steps)]
+    if cfg.eval_every > 0 and cfg.eval_k > 0:
+        callbacks.append(PeriodicEval(cfg.eval_every, lambda step: metrics.write(step, held_out(f"step {step}").metrics())))
     trainer = AntiSDTrainer(
         model=model,
         reward_funcs=[task.reward_fn()],
         args=args,
         train_dataset=Dataset.from_list(task.train_rows),
         processing_class=tok,
-        callbacks=[metrics, ProgressBar(cfg.steps)],
+        callbacks=callbacks,
         demonstration_cutter=task.cut_demonstration,
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
@@ -185,8 +190,9 @@ def main(cfg: TrainConfig) -> dict:
     trainer.save_model(str(run_dir / "final"))
 
     # 4. Evaluate, summarise, plot
-    after = held_out("after")
-    if after is not None:
+    already = cfg.eval_every > 0 and trainer.state.global_step % cfg.eval_every == 0
+    after = held_out("after") if not already else _last_eval(run_dir / "metrics.jsonl", cfg.eval_k)
+    if after is not None and not already:
         metrics.write(trainer.state.global_step, after.metrics())
     summary = {
         "preset": cfg.preset,
@@ -200,6 +206,18 @@ def main(cfg: TrainConfig) -> dict:
     plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
     _print_summary(summary)
     return summary
+
+
+def _last_eval(path: Path, k: int):
+    """The last held-out evaluation in metrics.jsonl, as an EvalResult-like record."""
+    from antisd.evaluation import EvalResult
+    from antisd.runlog import read_jsonl
+
+    rows = [r for r in read_jsonl(path) if f"eval/avg@{k}" in r]
+    if not rows:
+        return None
+    r = rows[-1]
+    return EvalResult(r[f"eval/avg@{k}"], {j: r[f"eval/pass@{j}"] for j in sorted({1, k})}, k, 0, [])
 
 
 def _last_checkpoint(run_dir: Path) -> Path | None:

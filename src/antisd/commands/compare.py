@@ -1,0 +1,238 @@
+"""`antisd compare`: matched runs of several variants over several seeds, and a report.
+
+Every (variant, seed) pair is one `antisd train` run in ``<output_dir>/<variant>-s<seed>`` with the same seed,
+hence the same initial model, the same prompt order and the same evaluation noise as the other variants of that
+seed. Held-out avg@k is measured every ``eval_every`` steps. Runs are resumable (a finished run is skipped, an
+interrupted one resumes from its last checkpoint), and ``--report_only true`` re-plots from the run directories.
+
+The report (``report.md`` + ``report.png``) gives: accuracy curves with per-seed spread, each variant's best
+avg@k and its step (on the seed-mean curve), the steps to reach GRPO's best and the resulting speedup (the
+paper's Table 1 definition: GRPO's best step / first step at which the variant reaches GRPO's best), final
+accuracy minus GRPO's with a 95% t-interval over seeds (paired by seed), and training dynamics: response length,
+student and teacher entropy, fraction of u < 0, gate activity.
+
+Example:
+    antisd compare --variants grpo,sd,antisd_release,antisd --seeds 3 --steps 40 --eval_every 5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from antisd import configio
+from antisd.commands import train
+from antisd.runlog import read_jsonl
+
+# two-sided 95% Student-t quantiles by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 20: 2.086, 30: 2.042}
+
+DYNAMICS = (
+    ("train/completions/mean_length", "response length"),
+    ("train/entropy", "student entropy"),
+    ("antisd/teacher_entropy_mean", "teacher entropy"),
+    ("antisd/frac_u_neg", "fraction u < 0"),
+    ("antisd/gate_on", "gate on"),
+    ("reward/reward", "train reward"),
+)
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Config of `antisd compare`. Fields not listed here take `antisd train`'s defaults."""
+
+    variants: list[str] = field(default_factory=lambda: ["grpo", "sd", "antisd_release", "antisd"])
+    """Presets to compare (comma-separated on the command line); the first GRPO-like one is the baseline."""
+    seeds: int = 3
+    """Seeds 0..seeds-1 per variant."""
+    steps: int = 40
+    """Training steps per run."""
+    eval_every: int = 5
+    """Held-out evaluation every this many steps (and at step 0)."""
+    eval_k: int = 4
+    """Samples per held-out problem (avg@k)."""
+    eval_problems: int = 64
+    """Held-out problems."""
+    output_dir: str = "runs/compare"
+    """Directory holding one run directory per (variant, seed), and the report."""
+    baseline: str = "grpo"
+    """Variant the speedup and deltas are measured against."""
+    model: str = "testbed"
+    """Model for every run (see `antisd train --model`)."""
+    task: str = "countdown"
+    """Task for every run."""
+    prompts_per_step: int = 8
+    """Problems per step."""
+    num_generations: int = 8
+    """Rollouts per problem."""
+    learning_rate: float = 2e-4
+    """Learning rate of every run."""
+    report_only: bool = False
+    """Only rebuild the report from existing run directories."""
+
+
+def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
+    return train.TrainConfig(
+        preset=variant, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
+        steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
+        learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
+        eval_k=cfg.eval_k, eval_problems=cfg.eval_problems,
+    )  # fmt: skip
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    path = run_dir / "summary.json"
+    return path.exists() and json.loads(path.read_text())["steps"] >= steps
+
+
+def main(cfg: CompareConfig) -> Path:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.yaml").write_text(configio.to_yaml(cfg))
+
+    # 1. Runs: skip finished ones, resume interrupted ones
+    if not cfg.report_only:
+        for seed in range(cfg.seeds):
+            for variant in cfg.variants:
+                rc = run_config(cfg, variant, seed)
+                run_dir = Path(rc.output_dir)
+                if _finished(run_dir, cfg.steps):
+                    print(f"[compare] {run_dir.name}: finished, skipped")
+                    continue
+                resume = any(run_dir.glob("checkpoint-*"))
+                print(f"[compare] {run_dir.name}: {'resuming' if resume else 'starting'}")
+                train.main(dataclasses.replace(rc, resume=resume))
+
+    # 2. Report
+    return write_report(cfg)
+
+
+def _curves(cfg: CompareConfig) -> dict[str, dict[int, dict[int, float]]]:
+    """variant -> seed -> {step: avg@k}."""
+    key = f"eval/avg@{cfg.eval_k}"
+    curves: dict[str, dict[int, dict[int, float]]] = {}
+    for variant in cfg.variants:
+        for seed in range(cfg.seeds):
+            rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
+            points = {r["step"]: r[key] for r in rows if key in r}
+            if points:
+                curves.setdefault(variant, {})[seed] = points
+    return curves
+
+
+def _mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, float]:
+    steps = sorted(set.intersection(*(set(c) for c in per_seed.values())))
+    return {s: statistics.fmean(c[s] for c in per_seed.values()) for s in steps}
+
+
+def _ci95(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    df = len(values) - 1
+    t = _T95[max(d for d in _T95 if d <= df)]
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def summarise(cfg: CompareConfig) -> dict:
+    curves = _curves(cfg)
+    means = {v: _mean_curve(c) for v, c in curves.items()}
+    rows = {}
+    base = means.get(cfg.baseline)
+    base_best_step, base_best = (max(base.items(), key=lambda kv: (kv[1], -kv[0])) if base else (None, None))
+    for variant, curve in means.items():
+        best_step, best = max(curve.items(), key=lambda kv: (kv[1], -kv[0]))  # earliest step of the best value
+        reach = next((s for s in sorted(curve) if s > 0 and base_best is not None and curve[s] >= base_best), None)
+        finals = {seed: c[max(c)] for seed, c in curves[variant].items()}
+        row = {"best": best, "best_step": best_step, "final": statistics.fmean(finals.values()), "seeds": len(finals), "reach_baseline_best": reach}
+        row["speedup"] = (base_best_step / reach) if reach and base_best_step else None
+        if base is not None and variant != cfg.baseline:
+            base_finals = {seed: c[max(c)] for seed, c in curves[cfg.baseline].items()}
+            deltas = [finals[s] - base_finals[s] for s in finals if s in base_finals]
+            row["final_delta"], row["final_delta_ci95"] = _ci95(deltas) if deltas else (None, None)
+        rows[variant] = row
+    return {"rows": rows, "baseline": cfg.baseline, "baseline_best": base_best, "baseline_best_step": base_best_step, "curves": curves}
+
+
+def _fmt(x, pct: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * x:.1f}" if pct else f"{x}"
+
+
+def write_report(cfg: CompareConfig) -> Path:
+    out = Path(cfg.output_dir)
+    summary = summarise(cfg)
+    png = plot_report(cfg, summary, out / "report.png")
+    lines = [
+        f"# antisd compare: {', '.join(cfg.variants)} × {cfg.seeds} seeds",
+        "",
+        f"Held-out avg@{cfg.eval_k} on {cfg.eval_problems} problems, every {cfg.eval_every} steps, {cfg.steps} steps per run; "
+        f"task `{cfg.task}`, model `{cfg.model}`, {cfg.prompts_per_step} prompts × {cfg.num_generations} rollouts, lr {cfg.learning_rate}.",
+        "Best and its step are read on the seed-mean curve; the speedup is "
+        f"{cfg.baseline}'s best step / the first step at which the variant's mean curve reaches {cfg.baseline}'s best (× = never); "
+        f"Δ final is the paired per-seed difference to {cfg.baseline} at the last step, with a 95% t-interval.",
+        "",
+        f"| variant | best avg@{cfg.eval_k} (%) | at step | final (%) | Δ final vs {cfg.baseline} (pp) | first reaches {cfg.baseline}'s best | speedup |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, r in summary["rows"].items():
+        delta = "–" if r.get("final_delta") is None else f"{100 * r['final_delta']:+.1f} ± {100 * r['final_delta_ci95']:.1f}"
+        reach = "×" if r["reach_baseline_best"] is None else str(r["reach_baseline_best"])
+        speed = "×" if r["speedup"] is None else f"{r['speedup']:.1f}×"
+        lines.append(f"| {variant} | {_fmt(r['best'])} | {r['best_step']} | {_fmt(r['final'])} | {delta} | {reach} | {speed} |")
+    lines += ["", f"![curves and dynamics]({png.name})", ""]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))
+    print("\n".join(lines))
+    return out / "report.md"
+
+
+def plot_report(cfg: CompareConfig, summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("eval", f"held-out avg@{cfg.eval_k}")] + list(DYNAMICS)
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    colors = {v: f"C{i}" for i, v in enumerate(cfg.variants)}
+    for ax, (key, title) in zip(axes.flat, panels):
+        for variant in cfg.variants:
+            per_seed = _series(cfg, variant, key)
+            if not per_seed:
+                continue
+            steps = sorted(set.intersection(*(set(s) for s in per_seed)))
+            vals = [[s[t] for s in per_seed] for t in steps]
+            mean = [statistics.fmean(v) for v in vals]
+            ax.plot(steps, mean, color=colors[variant], label=variant, marker="." if key == "eval" else None)
+            ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=colors[variant], alpha=0.15)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"{', '.join(cfg.variants)}: mean over {cfg.seeds} seeds, band = min..max over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _series(cfg: CompareConfig, variant: str, key: str) -> list[dict[int, float]]:
+    metric = f"eval/avg@{cfg.eval_k}" if key == "eval" else key
+    out = []
+    for seed in range(cfg.seeds):
+        rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
+        series = {r["step"]: r[metric] for r in rows if r.get(metric) is not None}
+        if series:
+            out.append(series)
+    return out
+
+
+def cli(argv: list[str]) -> Path:
+    return main(configio.parse(CompareConfig, argv, prog="antisd compare", description=__doc__.split("\n\n")[0]))

@@ -1,0 +1,79 @@
+"""Countdown task: grader table, generator determinism, split disjointness."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from antisd.tasks import countdown as cd
+from antisd.tasks import load_task, read_jsonl_rows
+
+P = cd.Problem((3, 5, 7), 22)
+
+GRADER_TABLE = [
+    ("try 3 * 5 = 15 + 7 = 22 yes\nanswer: ( 3 * 5 ) + 7", 1.0, "correct"),
+    ("answer: ( 5 * 3 ) + 7", 1.0, "correct"),  # commuted
+    ("answer: (5*3)+7", 1.0, "correct"),  # spacing
+    ("answer: ( 7 + 5 ) * 3\nanswer: ( 3 * 5 ) + 7", 1.0, "correct"),  # the last answer line counts
+    ("answer: ( 3 * 5 ) + 7\nanswer: ( 7 + 5 ) * 3", 0.0, "wrong_value"),
+    ("answer: ( 3 * 5 ) + 8", 0.0, "bad_numbers"),
+    ("answer: ( 3 * 5 ) + 7 + 0", 0.0, "no_answer"),  # malformed final line is not an answer
+    ("try 3 * 5 = 15 + 7 = 22 yes", 0.0, "no_answer"),  # a correct try without an answer line
+    ("the answer is 22", 0.0, "no_answer"),
+    ("", 0.0, "no_answer"),
+    ("answer: ( 3 - 5 ) + 7", 0.0, "wrong_value"),  # negative intermediate is illegal
+]
+
+
+@pytest.mark.parametrize("text, reward, reason", GRADER_TABLE)
+def test_grader_table(text, reward, reason):
+    g = cd.grade(text, P)
+    assert (g.reward, g.reason) == (reward, reason)
+    assert g.feedback == (cd.CORRECT_FEEDBACK if reward == 1.0 else cd.INCORRECT_FEEDBACK)
+
+
+def test_generator_is_deterministic_and_splits_disjoint():
+    a, b = cd.generate(300, seed=5), cd.generate(300, seed=5)
+    assert a == b
+    assert cd.generate(50, seed=6) != cd.generate(50, seed=5)
+    held = cd.generate(300, seed=5, split="heldout")
+    train_triples = {tuple(sorted(p.numbers)) for p in a}
+    held_triples = {tuple(sorted(p.numbers)) for p in held}
+    assert not train_triples & held_triples
+    assert all(cd.solutions(p) for p in a + held)  # every problem is solvable
+    assert all(1 <= p.target <= cd.MAX_TARGET for p in a)
+
+
+def test_reference_answer_and_traces_grade_consistently():
+    rng = random.Random(0)
+    for p in cd.generate(40, seed=1):
+        assert cd.grade(p.answer, p).reward == 1.0
+        trace, solved = cd.search_trace(p, rng)
+        assert cd.grade(trace, p).reward == float(solved)
+        assert cd.truncate_demonstration(trace + "\nextra chatter") == trace
+
+
+def test_task_reward_fn_reads_dataset_columns():
+    task = load_task("countdown", n_heldout=2)
+    row = task.train_rows[0]
+    problem = cd.Problem(tuple(row["numbers"]), row["target"])
+    fn = task.reward_fn()
+    rewards = fn(
+        completions=[[{"role": "assistant", "content": problem.answer}], [{"role": "assistant", "content": "nope"}]],
+        prompts=[row["prompt"]] * 2, completion_ids=[[1], [2]], numbers=[row["numbers"]] * 2, target=[row["target"]] * 2,
+        trainer_state=None,
+    )  # fmt: skip
+    assert rewards == [1.0, 0.0]
+
+
+def test_jsonl_rows_name_the_bad_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "1+1?", "answer": "2"}\n{"prompt": "2+2?"}\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:2: field 'answer' is missing"):
+        read_jsonl_rows(f)
+    f.write_text('{"prompt": "1+1?", "answer": "2"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"d.jsonl:2: not valid JSON"):
+        read_jsonl_rows(f)
+    with pytest.raises(ValueError, match="Unknown task"):
+        load_task("gsm9k")

@@ -1,0 +1,105 @@
+"""pass@k, config parsing, presets, layering."""
+
+from __future__ import annotations
+
+import ast
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from antisd import configio
+from antisd.core.passk import pass_at_k
+from antisd.presets import PRESETS, preset
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "antisd"
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 7])
+def test_pass_at_k_equals_brute_force_enumeration(n):
+    for c in range(n + 1):
+        outcomes = [1] * c + [0] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(range(n), k))
+            brute = sum(any(outcomes[i] for i in s) for s in subsets) / len(subsets)
+            assert pass_at_k(n, c, k) == pytest.approx(brute, abs=1e-12)
+
+
+def test_pass_at_k_endpoints():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 = mean accuracy
+    assert pass_at_k(10, 1, 10) == 1.0 and pass_at_k(10, 0, 10) == 0.0  # pass@n = any correct
+    assert all(pass_at_k(10, 3, k) <= pass_at_k(10, 3, k + 1) for k in range(1, 10))
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    """A test config."""
+
+    steps: int = 3
+    """How many steps."""
+    rate: float | None = None
+    """A rate."""
+    flag: bool = False
+    """A flag."""
+
+
+def test_configio_precedence_and_types(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("steps: 7\nrate: 0.5\n")
+    cfg = configio.parse(_Cfg, ["--config", str(f), "--steps", "9", "--flag", "true"], "p", "d")
+    assert cfg == _Cfg(steps=9, rate=0.5, flag=True)
+    assert configio.parse(_Cfg, ["--rate", "none"], "p", "d").rate is None
+    assert configio.field_docs(_Cfg) == {"steps": "How many steps.", "rate": "A rate.", "flag": "A flag."}
+
+
+def test_configio_errors_name_the_problem(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("step: 7\n")
+    with pytest.raises(ValueError, match="unknown key 'step'. Did you mean 'steps'"):
+        configio.parse(_Cfg, ["--config", str(f)], "p", "d")
+    with pytest.raises(ValueError, match="--flag: cannot read 'maybe' as bool"):
+        configio.parse(_Cfg, ["--flag", "maybe"], "p", "d")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        configio.parse(_Cfg, ["--config", str(tmp_path / "nope.yaml")], "p", "d")
+
+
+def test_every_preset_builds_a_valid_trainer_config(tmp_path):
+    from antisd.integrations.trl import AntiSDConfig
+
+    for name in PRESETS:
+        cfg = AntiSDConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **preset(name))
+        assert cfg.antisd_signal in ("antisd", "sd", "sd_jsd", "revkl_ascent", "no_teacher")
+    assert preset("grpo")["antisd_lambda_max"] == 0.0
+    assert preset("antisd_release")["antisd_gate_up_ratio"] == 1.07 and preset("antisd")["antisd_gate_up_ratio"] == 1.0
+
+
+def test_core_imports_nothing_above_it():
+    """Layering (docs/architecture.md): core imports only torch, the standard library and antisd.core."""
+    allowed_roots = {"torch", "math", "statistics", "difflib", "typing", "__future__", "dataclasses"}
+    for path in (SRC / "core").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                root = name.split(".")[0]
+                assert root in allowed_roots or name.startswith("antisd.core"), f"{path.name} imports {name}"
+
+
+def test_context_and_tasks_are_framework_free():
+    for path in [SRC / "context.py", SRC / "presets.py", *(SRC / "tasks").glob("*.py")]:
+        text = path.read_text()
+        for banned in ("import trl", "from trl", "import transformers", "from transformers", "import torch"):
+            assert banned not in text, f"{path.name}: {banned}"
+
+
+def test_math_grade_requires_boxed_final_answer():
+    from antisd.rewards import last_boxed, math_grade
+
+    assert last_boxed("a \\boxed{\\frac{1}{2}} b \\boxed{3}") == "3"
+    assert last_boxed("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert math_grade("so \\boxed{\\frac{1}{2}}", "0.5")[0] == 1.0
+    assert math_grade("the answer is 0.5", "0.5") == (0.0, "Your answer is incorrect.")  # unmarked number
+    assert math_grade("\\boxed{3}", "4")[0] == 0.0
+    assert math_grade("\\boxed{1,000}", "1000")[0] == 1.0
