@@ -149,3 +149,42 @@ def test_bad_preset_and_field_values_are_named(tmp_path, tiny_model):
         cli.main(["train", "--model", str(tiny_model), "--antisd_shaping", "papr", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--steps: cannot read 'many' as int"):
         cli.main(["train", "--steps", "many"])
+
+
+def test_tokenizer_without_chat_template_is_refused(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    broken = tmp_path / "nochat"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.chat_template = None
+    tok.save_pretrained(broken)
+    for f in ("config.json", "model.safetensors"):
+        (broken / f).write_bytes((tiny_model / f).read_bytes())
+    with pytest.raises(ValueError, match="has no chat template"):
+        cli.main(["train", "--model", str(broken), "--output_dir", str(tmp_path / "o"), "--steps", "1"])
+
+
+def test_teacher_prompt_over_budget_is_truncated_and_counted(tiny_model, tmp_path, capture):
+    _run(tiny_model, tmp_path / "t", "antisd", "--steps", "1", "--antisd_max_reprompt_len", "12")
+    lines = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    counted = [x["antisd/teacher_prompt_truncated"] for x in lines if "antisd/teacher_prompt_truncated" in x]
+    assert counted == [8.0]  # every one of the 2 × 4 teacher prompts was longer than 12 tokens
+    batch, _, _ = capture["batches"][0]
+    assert batch.signal_mask_BT.any()
+
+
+def test_nonfinite_logprobs_are_dropped_and_counted(tiny_model, tmp_path, capture, monkeypatch):
+    original = AntiSDTrainer._score
+
+    def poisoned(self, ids, mask, n):
+        logp, ent = original(self, ids, mask, n)
+        logp[0, 0] = float("-inf")  # one valid token of the first rollout (teacher and student alike)
+        return logp, ent
+
+    monkeypatch.setattr(AntiSDTrainer, "_score", poisoned)
+    _run(tiny_model, tmp_path / "nf", "no_gate", "--steps", "1")
+    batch, _, _ = capture["batches"][0]
+    assert not batch.signal_mask_BT[0, 0]
+    assert torch.isfinite(batch.advantages_BT).all()
+    lines = [json.loads(x) for x in (tmp_path / "nf" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["antisd/nonfinite_tokens"] for x in lines if "antisd/nonfinite_tokens" in x] == [1.0]

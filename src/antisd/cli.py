@@ -8,6 +8,7 @@ USAGE = """usage: antisd <command> [options]
 
 commands:
   train           GRPO / SD / AntiSD training (no options: the embedded testbed default)
+  pmi             the PMI diagnostic (HTML, PNG, JSON) on any model
   compare         matched runs of several variants × seeds, and a report
   testbed build   rebuild the embedded testbed model from a seed
   testbed check   held-out pass@1 with and without privileged context
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         from antisd.commands import train
 
         train.cli(rest)
+        return 0
+    if command == "pmi":
+        from antisd.commands import pmi
+
+        pmi.cli(rest)
         return 0
     if command == "compare":
         from antisd.commands import compare

@@ -1,0 +1,170 @@
+"""`antisd pmi`: the paper's PMI diagnostic (§3, Fig. 2) on any model, before or during training.
+
+1. Sample G rollouts per problem from the student prompt (or load them from a JSONL file).
+2. Grade them; build each rollout's privileged context exactly as in training (first other correct sibling +
+   feedback on this rollout), or from the problem's reference solution (``--context reference``).
+3. Score every sampled token under the student prompt, the teacher prompt, and a *control* teacher whose
+   context is another problem's demonstration with the same feedback line.
+4. Write ``pmi.html`` (tokens coloured by u, density plot, token and category tables), ``density.png``,
+   ``pmi.json`` (statistics) and ``tokens.jsonl`` (every token's values).
+
+Example:
+    antisd pmi --model testbed --problems 50 --G 4 --output_dir runs/pmi-testbed
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from antisd import configio
+
+
+@dataclass(frozen=True)
+class PMIConfig:
+    """Config of `antisd pmi`."""
+
+    model: str = "testbed"
+    """'testbed', a local model directory or a cached Hugging Face id."""
+    task: str = "countdown"
+    """'countdown' or a .jsonl file of problems with prompt and answer fields."""
+    problems: int = 50
+    """Problems (taken from the held-out split)."""
+    G: int = 4
+    """Rollouts per problem (the group that supplies demonstrations)."""
+    rollouts: str = ""
+    """Optional JSONL of pre-generated rollouts: {"problem": index, "completion": text} per line."""
+    context: str = "group"
+    """'group' (a correct sibling, as in training), 'reference' (the problem's reference solution) or 'group_then_reference'."""
+    temperature: float = 1.0
+    """Sampling and scoring temperature (the training temperature)."""
+    max_new_tokens: int = 96
+    """Maximum response tokens of generated rollouts."""
+    skip_first: int = 8
+    """Category means are also reported with the first this-many response tokens excluded (position confound)."""
+    deliberation: list[str] | None = None
+    """Deliberation words (default: the built-in list, see antisd.pmi.DELIBERATION)."""
+    structural: list[str] | None = None
+    """Structural / shortcut words (default: antisd.pmi.STRUCTURAL)."""
+    output_dir: str = "runs/pmi"
+    """Where the HTML, PNG and JSON are written."""
+    batch_size: int = 16
+    """Rows per scoring forward."""
+    seed: int = 0
+    """Seed of problem choice and sampling."""
+
+
+def _prompt_text(tok, messages: list[dict]) -> str:
+    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def main(cfg: PMIConfig) -> dict:
+    from rich.progress import track
+
+    from antisd import context as ctx
+    from antisd import pmi
+    from antisd.commands.train import load_model
+    from antisd.scoring import sample, score
+    from antisd.tasks import load_task
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tok = load_model(cfg.model)
+    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.problems)
+    items = task.heldout[: cfg.problems]
+    student_prompts = [_prompt_text(tok, it.messages) for it in items]
+
+    # 1. Rollouts, grouped by problem (G consecutive rows per problem)
+    if cfg.rollouts:
+        rows = [json.loads(x) for x in Path(cfg.rollouts).read_text().splitlines() if x.strip()]
+        rollouts = [(int(r["problem"]), tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for r in rows]
+        rollouts.sort(key=lambda x: x[0])
+    else:
+        print(f"sampling {cfg.G} rollouts for {len(items)} problems")
+        rollouts = sample(model, tok, student_prompts, cfg.G, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    texts = [tok.decode(ids, skip_special_tokens=True) for _, ids in rollouts]
+    grades = [task.grade(text, items[p].row) for (p, _), text in zip(rollouts, texts)]
+    rewards = [g[0] for g in grades]
+
+    # 2. Teacher and control contexts, built as in training
+    demo_of = _demonstrations(cfg, rollouts, texts, rewards, items, task)
+    templates = ctx.ContextTemplates()
+    teacher_prompts, control_prompts = [], []
+    for k, ((p, _), (_, feedback)) in enumerate(zip(rollouts, grades)):
+        prompt = ctx.last_user_text(items[p].messages)
+        other = next((demo_of[j] for j in _others(k, rollouts) if demo_of[j] is not None), None)
+        teacher_prompts.append(_prompt_text(tok, ctx.teacher_messages(items[p].messages, ctx.teacher_user_text(prompt, demo_of[k], feedback, templates))))
+        control_prompts.append(_prompt_text(tok, ctx.teacher_messages(items[p].messages, ctx.teacher_user_text(prompt, other, feedback, templates))))
+
+    # 3. Score under student, teacher and control teacher (batched, with progress)
+    enc = lambda texts_: [tok(t, add_special_tokens=False)["input_ids"] for t in texts_]  # noqa: E731
+    completions = [ids for _, ids in rollouts]
+    scored = {}
+    for name, prompts in track(list({"student": [student_prompts[p] for p, _ in rollouts], "teacher": teacher_prompts, "control": control_prompts}.items()), description="scoring"):
+        scored[name] = score(model, enc(prompts), completions, tok.pad_token_id, temperature=cfg.temperature, batch_size=cfg.batch_size)
+    (s, hs, mask), (t, ht, _), (c, _, _) = scored["student"], scored["teacher"], scored["control"]
+
+    # 4. Statistics and report
+    tokens = [[tok.decode([i]) for i in ids] for ids in completions]
+    records = pmi.token_records(tokens, s, t, c, hs, ht, mask)
+    categories = {"deliberation": tuple(cfg.deliberation or pmi.DELIBERATION), "structural": tuple(cfg.structural or pmi.STRUCTURAL)}
+    stats = pmi.statistics_of(records, categories, skip_first=cfg.skip_first)
+    stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "accuracy": sum(rewards) / len(rewards),
+              "demo_fraction": sum(d is not None for d in demo_of) / len(demo_of), "context": cfg.context}  # fmt: skip
+    pmi.density_png(records, out / "density.png")
+    headers = {k: f"problem {p} · reward {rewards[k]:.0f} · context: {'demonstration' if demo_of[k] else 'feedback only'}" for k, (p, _) in enumerate(rollouts)}
+    (out / "pmi.html").write_text(pmi.render_html(f"PMI diagnostic: {cfg.model} on {task.name}", records, stats, out / "density.png", headers))
+    (out / "pmi.json").write_text(json.dumps(stats, indent=2, default=float))
+    with (out / "tokens.jsonl").open("w") as f:
+        for r in pmi.records_as_json(records):
+            f.write(json.dumps(r) + "\n")
+    _print(stats)
+    return stats
+
+
+def _others(k: int, rollouts) -> list[int]:
+    """Rollout indices of *other* problems, nearest first (the control's mismatched context)."""
+    p = rollouts[k][0]
+    return sorted((j for j, (q, _) in enumerate(rollouts) if q != p), key=lambda j: (abs(rollouts[j][0] - p), j))
+
+
+def _demonstrations(cfg: PMIConfig, rollouts, texts, rewards, items, task) -> list[str | None]:
+    from antisd import context as ctx
+
+    by_problem: dict[int, list[int]] = {}
+    for k, (p, _) in enumerate(rollouts):
+        by_problem.setdefault(p, []).append(k)
+    cut = task.cut_demonstration or (lambda x: x)
+    demos: list[str | None] = [None] * len(rollouts)
+    for p, ks in by_problem.items():
+        reference = items[p].row.get("reference") or _reference(task, items[p].row)
+        picks = ctx.select_demonstrations([rewards[k] for k in ks], len(ks))
+        for k, pick in zip(ks, picks):
+            if cfg.context in ("group", "group_then_reference") and pick is not None:
+                demos[k] = cut(texts[ks[pick]])
+            elif cfg.context in ("reference", "group_then_reference") and reference:
+                demos[k] = reference
+    return demos
+
+
+def _reference(task, row: dict) -> str | None:
+    if task.name == "countdown":
+        from antisd.tasks import countdown as cd
+
+        p = cd.Problem(tuple(row["numbers"]), int(row["target"]))
+        sol = cd.solutions(p)[0]
+        return f"{cd.try_line(sol, p)}\nanswer: {cd.format_expr(sol)}"
+    return row.get("solution")
+
+
+def _print(stats: dict) -> None:
+    u, uc = stats["u"], stats["u_minus_control"]
+    print(f"{stats['n_tokens']} tokens in {stats['n_rollouts']} rollouts; accuracy {stats['accuracy']:.3f}; demonstration for {stats['demo_fraction']:.0%}")
+    print(f"u: mean {u['mean']:+.3f}, frac<0 {u['frac_neg']:.3f}, min {u['min']:.2f}   u−u_ctrl: mean {uc['mean']:+.3f}, frac<0 {uc['frac_neg']:.3f}")
+    for name, c in stats["categories"].items():
+        print(f"  {name:13s} n={c['u']['n']:5d}  u {c['u']['mean']:+.3f} ± {c['u']['ci95']:.3f}   u−u_ctrl {c['u_minus_control']['mean']:+.3f} ± {c['u_minus_control']['ci95']:.3f}")
+
+
+def cli(argv: list[str]) -> dict:
+    return main(configio.parse(PMIConfig, argv, prog="antisd pmi", description=__doc__.split("\n\n")[0]))

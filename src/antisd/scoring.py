@@ -1,0 +1,69 @@
+"""Sampling and re-scoring with plain transformers, outside any trainer (used by `antisd pmi` and evaluation).
+
+Scoring runs one forward per batch of (prompt ⊕ completion) rows, keeps logits only for the completion
+positions, and reduces them with the chunked :func:`antisd.core.logp_entropy_from_logits`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from antisd.core import logp_entropy_from_logits
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0) -> list[tuple[int, list[int]]]:
+    """``n`` completions per prompt: a list of (prompt index, completion token ids without padding)."""
+    side, was_training = tokenizer.padding_side, model.training
+    tokenizer.padding_side = "left"
+    model.eval()
+    flat = [i for i in range(len(prompt_texts)) for _ in range(n)]
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(flat), batch_size):
+            idx = flat[start : start + batch_size]
+            enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            gen = model.generate(
+                **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+            for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :].tolist()):
+                ids = []
+                for t in row:
+                    if t == tokenizer.pad_token_id and t != tokenizer.eos_token_id:
+                        break
+                    ids.append(t)
+                    if t == tokenizer.eos_token_id:
+                        break
+                out.append((i, ids))
+    tokenizer.padding_side = side
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def score(model, prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int, *, temperature: float = 1.0, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token log-probs and entropies of each completion given its prompt.
+
+    Returns (logp_BT, entropy_BT, mask_BT) with T = the longest completion; rows are right-padded.
+    """
+    T = max(len(c) for c in completion_ids)
+    B = len(completion_ids)
+    logp_BT, ent_BT, mask_BT = torch.zeros(B, T), torch.zeros(B, T), torch.zeros(B, T, dtype=torch.bool)
+    for start in range(0, B, batch_size):
+        rows = range(start, min(start + batch_size, B))
+        P = max(len(prompt_ids[i]) for i in rows)
+        ids = torch.full((len(rows), P + T), pad_id)
+        attn = torch.zeros((len(rows), P + T), dtype=torch.long)
+        for k, i in enumerate(rows):
+            p, c = prompt_ids[i], completion_ids[i]
+            ids[k, P - len(p) : P] = torch.tensor(p)  # prompt left-padded, completion right-padded
+            ids[k, P : P + len(c)] = torch.tensor(c)
+            attn[k, P - len(p) : P + len(c)] = 1
+        logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device), logits_to_keep=T + 1).logits
+        lp, ent = logp_entropy_from_logits(logits[:, :-1].cpu(), ids[:, P:], temperature=temperature)
+        for k, i in enumerate(rows):
+            n = len(completion_ids[i])
+            logp_BT[i, :n], ent_BT[i, :n], mask_BT[i, :n] = lp[k, :n], ent[k, :n], True
+    return logp_BT, ent_BT, mask_BT
