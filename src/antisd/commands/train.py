@@ -123,9 +123,12 @@ def load_model(name: str):
     """Model and tokenizer by name; no hub download is ever attempted for a name that is not cached."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from antisd.models import REGISTRY, installed_dir
     from antisd.testbed import shipped_model_dir
 
-    path = shipped_model_dir() if name == "testbed" else name
+    if name in REGISTRY and installed_dir(name) is None:
+        raise FileNotFoundError(f"model {name!r} is not installed: run `antisd models install {name}`")
+    path = shipped_model_dir() if name == "testbed" else installed_dir(name) or name
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).is_dir()
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     if tok.pad_token is None:  # documented fallback: pad with eos (masked out of every loss)

@@ -95,9 +95,42 @@ def math_jsonl(path: str, heldout_fraction: float = 0.1) -> Task:
     return Task(Path(path).stem, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None)
 
 
+BOXED_INSTRUCTION = " Put the final answer in \\boxed{}."
+
+
+def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
+    """GSM-style word problems generated offline by reasoning-gym's ``gsm_symbolic`` (optional dependency).
+
+    The worked solution (``answer_cot``) is kept as the row's ``reference`` (usable as privileged context); its
+    closing ``#### N`` line is rewritten as ``\\boxed{N}``. Held-out problems never share a question with train.
+    """
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise ImportError("the 'gsm' task needs reasoning-gym: pip install reasoning-gym") from None
+    from antisd.rewards import math_grade
+
+    def rows(size: int, s: int) -> list[dict]:
+        out = []
+        for x in reasoning_gym.create_dataset("gsm_symbolic", size=size, seed=s):
+            cot = str(x["metadata"].get("answer_cot", "")).strip()
+            lines = cot.splitlines()
+            if lines and lines[-1].startswith("####"):
+                lines[-1] = f"The final answer is \\boxed{{{x['answer']}}}."
+            out.append({"prompt": [{"role": "user", "content": x["question"] + BOXED_INSTRUCTION}], "answer": str(x["answer"]), "reference": "\n".join(lines)})
+        return out
+
+    train = rows(n_train, seed)
+    seen = {r["prompt"][0]["content"] for r in train}
+    held = [r for r in rows(n_heldout * 2, seed + 1_000_003) if r["prompt"][0]["content"] not in seen][:n_heldout]
+    return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None)
+
+
 def load_task(name: str, seed: int = 0, n_heldout: int = 64) -> Task:
     if name == "countdown":
         return countdown_task(seed=seed, n_heldout=n_heldout)
+    if name == "gsm":
+        return gsm_task(seed=seed, n_heldout=n_heldout)
     if name.endswith(".jsonl"):
         return math_jsonl(name)
-    raise ValueError(f"Unknown task {name!r}: use 'countdown' or a path to a .jsonl file with prompt/answer fields")
+    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm' or a path to a .jsonl file with prompt/answer fields")
