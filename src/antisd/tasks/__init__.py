@@ -27,6 +27,7 @@ class Task:
     heldout: list[EvalItem]
     grade: Callable[[str, dict], tuple[float, str]]
     cut_demonstration: Callable[[str], str] | None
+    extract: Callable[[str], str | None] | None = None  # the final answer, normalised, for maj@k
 
     def reward_fn(self):
         """A TRL reward function over this task's columns."""
@@ -55,7 +56,18 @@ def countdown_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> T
 
     train = [row(p) for p in cd.generate(n_train, seed, "train")]
     held = [EvalItem(row(p)["prompt"], row(p)) for p in cd.generate(n_heldout, seed, "heldout")]
-    return Task("countdown", train, held, grade, cd.truncate_demonstration)
+    def extract(text: str) -> str | None:
+        expr = cd.parse_answer(text)
+        return None if expr is None else cd.format_expr(expr)
+
+    return Task("countdown", train, held, grade, cd.truncate_demonstration, extract)
+
+
+def _boxed(text: str) -> str | None:
+    from antisd.rewards import last_boxed
+
+    boxed = last_boxed(text)
+    return None if boxed is None else " ".join(boxed.split())
 
 
 def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
@@ -92,7 +104,7 @@ def math_jsonl(path: str, heldout_fraction: float = 0.1) -> Task:
     rows = [row(r) for r in rows]
     n_held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
     held = [EvalItem(r["prompt"], r) for r in rows[:n_held]]
-    return Task(Path(path).stem, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None)
+    return Task(Path(path).stem, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None, _boxed)
 
 
 BOXED_INSTRUCTION = " Put the final answer in \\boxed{}."
@@ -123,7 +135,7 @@ def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     train = rows(n_train, seed)
     seen = {r["prompt"][0]["content"] for r in train}
     held = [r for r in rows(n_heldout * 2, seed + 1_000_003) if r["prompt"][0]["content"] not in seen][:n_heldout]
-    return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None)
+    return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None, _boxed)
 
 
 def load_task(name: str, seed: int = 0, n_heldout: int = 64) -> Task:

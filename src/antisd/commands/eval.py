@@ -1,0 +1,153 @@
+"""`antisd eval`: avg@k, unbiased pass@k (k = 1..K), maj@k and per-problem results on benchmarks.
+
+Sampling defaults are the paper's evaluation settings (T = 0.7, top-p 0.95). Backends: transformers
+``generate`` (CPU or GPU) and vLLM when installed; both produce the same results schema. Writes
+``results.json`` (everything, per problem), ``results.md`` (the table) and ``passk.png`` (pass@k curves).
+
+Example:
+    antisd eval --model testbed --benchmarks countdown --k 8
+    antisd eval --model runs/train/final --benchmarks aime25,hmmt25 --k 32 --max_new_tokens 32768 --backend vllm
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from antisd import configio
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Config of `antisd eval`."""
+
+    model: str = "testbed"
+    """'testbed', an installed model name (smollm2-135m), a model directory or a cached Hugging Face id."""
+    benchmarks: list[str] = field(default_factory=lambda: ["countdown"])
+    """Benchmarks (comma-separated): aime24, aime25, aime26, hmmt25, minerva, math500, beyondaime, countdown, gsm."""
+    k: int = 0
+    """Samples per problem; 0 uses each benchmark's default (32 for AIME/HMMT, 4 otherwise)."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    top_p: float = 0.95
+    """Nucleus sampling."""
+    max_new_tokens: int = 512
+    """Maximum response tokens."""
+    problems: int = 0
+    """Evaluate only the first this-many problems of each benchmark (0: all)."""
+    data: list[str] = field(default_factory=list)
+    """Local files overriding benchmarks, as NAME=PATH.jsonl."""
+    enable_thinking: bool = False
+    """Passed to the chat template (Qwen3-style thinking switch); the paper evaluates in non-thinking mode."""
+    backend: str = "transformers"
+    """'transformers' or 'vllm'."""
+    batch_size: int = 64
+    """Sequences per generate call (transformers backend)."""
+    output_dir: str = "runs/eval"
+    """Where results.json, results.md and passk.png are written."""
+    seed: int = 0
+    """Sampling seed."""
+
+
+def majority(answers: list[str | None], correct: list[bool]) -> bool:
+    """maj@k: is the most frequent extracted answer correct? Ties go to the answer seen first; no answer → False."""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(a for a in answers if a is not None and votes[a] == top)
+    return correct[answers.index(winner)]
+
+
+def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[list[str]]:
+    """k completions (text) per prompt, with the chosen backend."""
+    if cfg.backend == "vllm":
+        from vllm import LLM, SamplingParams
+
+        llm = LLM(model=cfg.model, seed=cfg.seed)
+        params = SamplingParams(n=k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        return [[o.text for o in out.outputs] for out in llm.generate(prompts, params)]
+    if cfg.backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'vllm', got {cfg.backend!r}")
+    from antisd.scoring import sample
+
+    texts: list[list[str]] = [[] for _ in prompts]
+    for i, ids in sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed):
+        texts[i].append(tok.decode(ids, skip_special_tokens=True))
+    return texts
+
+
+def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None) -> dict:
+    from antisd.benchmarks import BENCHMARKS, load_benchmark
+    from antisd.core.passk import pass_at_k
+
+    task = load_benchmark(name, local, n=cfg.problems or None, seed=cfg.seed)
+    k = cfg.k or BENCHMARKS[name].default_k
+    prompts = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False, enable_thinking=cfg.enable_thinking) for it in task.heldout]
+    completions = generate(cfg, model, tok, prompts, k)
+    per_problem = []
+    for item, texts in zip(task.heldout, completions):
+        correct = [task.grade(t, item.row)[0] >= 1.0 for t in texts]
+        answers = [task.extract(t) if task.extract else None for t in texts]
+        per_problem.append({"prompt": item.messages[-1]["content"], "row": item.row, "correct": correct, "answers": answers, "completions": texts})
+    n = len(per_problem)
+    result = {
+        "benchmark": name, "n_problems": n, "k": k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+        f"avg@{k}": sum(sum(p["correct"]) for p in per_problem) / (n * k),
+        "pass@": {j: sum(pass_at_k(k, sum(p["correct"]), j) for p in per_problem) / n for j in range(1, k + 1)},
+        f"maj@{k}": sum(majority(p["answers"], p["correct"]) for p in per_problem) / n if task.extract else None,
+        "per_problem": per_problem,
+    }  # fmt: skip
+    return result
+
+
+def main(cfg: EvalConfig) -> dict:
+    from antisd.commands.train import load_model
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    local = dict(item.split("=", 1) for item in cfg.data)
+    model, tok = load_model(cfg.model) if cfg.backend == "transformers" else (None, _tokenizer(cfg.model))
+    results = {name: evaluate_benchmark(cfg, model, tok, name, local.get(name)) for name in cfg.benchmarks}
+    (out / "results.json").write_text(json.dumps({"model": cfg.model, "results": results}, indent=2))
+    lines = [f"# antisd eval: {cfg.model}", "", "| benchmark | n | k | avg@k (%) | pass@1 (%) | pass@k (%) | maj@k (%) |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        k = r["k"]
+        maj = "–" if r[f"maj@{k}"] is None else f"{100 * r[f'maj@{k}']:.1f}"
+        lines.append(f"| {name} | {r['n_problems']} | {k} | {100 * r[f'avg@{k}']:.1f} | {100 * r['pass@'][1]:.1f} | {100 * r['pass@'][k]:.1f} | {maj} |")
+    lines += ["", f"Sampling: T = {cfg.temperature}, top-p = {cfg.top_p}, max {cfg.max_new_tokens} new tokens, backend {cfg.backend}, seed {cfg.seed}.", "", "![pass@k](passk.png)", ""]
+    (out / "results.md").write_text("\n".join(lines))
+    _plot(results, out / "passk.png")
+    print("\n".join(lines[:-3]))
+    return results
+
+
+def _tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, r in results.items():
+        ks = sorted(int(j) for j in r["pass@"])
+        ax.plot(ks, [100 * r["pass@"][j] for j in ks], marker=".", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cli(argv: list[str]) -> dict:
+    return main(configio.parse(EvalConfig, argv, prog="antisd eval", description=__doc__.split("\n\n")[0]))
