@@ -99,3 +99,21 @@ def test_models_registry_errors(monkeypatch, tmp_path):
         load_model("smollm2-135m")
     with pytest.raises(KeyError, match="installable"):
         install("gpt-5")
+
+
+def test_math_rows_field_mapping_and_bad_rows(tmp_path, monkeypatch):
+    from antisd.tasks import math_rows_task
+
+    rows = [{"q": "1+1?", "sol": "2"}, {"q": "2+2?", "sol": "4"}, {"q": "3+3?", "sol": ""}]
+    with pytest.raises(ValueError, match=r"row 2: field 'sol' is missing or empty"):
+        math_rows_task("d", rows, prompt_field="q", answer_field="sol")
+    task = math_rows_task("d", rows[:2], prompt_field="q", answer_field="sol")
+    assert task.train_rows[0]["prompt"] == [{"role": "user", "content": "2+2?"}] and task.heldout[0].row["answer"] == "2"
+    from datasets import Dataset
+
+    Dataset.from_list(rows[:2]).to_parquet(str(tmp_path / "d.parquet"))
+    assert len(load_task(str(tmp_path / "d.parquet"), prompt_field="q", answer_field="sol").heldout) == 1
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="not available on this machine"):
+        load_task("hf:open-r1/DAPO-Math-17k-Processed")

@@ -60,6 +60,11 @@ def convert(value: Any, tp: Any, where: str) -> Any:
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return base(value)
+        if base is dict or typing.get_origin(base) is dict:
+            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(parsed, dict):
+                raise ValueError
+            return parsed
         if typing.get_origin(base) is list or base is list:
             items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
             inner = (typing.get_args(base) or (str,))[0]

@@ -36,7 +36,11 @@ class TrainConfig:
     model: str = "testbed"
     """'testbed' (the tiny model shipped in the package), a local model directory, or a Hugging Face id already in the local cache."""
     task: str = "countdown"
-    """'countdown' (embedded task) or a .jsonl file of math problems with prompt and answer fields."""
+    """'countdown' (embedded), 'gsm' (reasoning-gym, offline), a .jsonl/.parquet file, or hf:ORG/NAME[:split] (boxed-answer math)."""
+    prompt_field: str = "prompt"
+    """Prompt column of a file or hub data set (a string or a list of chat messages)."""
+    answer_field: str = "answer"
+    """Gold-answer column of a file or hub data set."""
     output_dir: str = "runs/train"
     """Run directory (config, metrics.jsonl, checkpoints, plots, summary)."""
     steps: int = 30
@@ -69,6 +73,20 @@ class TrainConfig:
     """Evaluation sampling temperature (the paper's T = 0.7, top-p 0.95)."""
     threads: int = 2
     """torch CPU threads."""
+    grad_accum: int = 1
+    """Gradient accumulation steps per optimizer step (one generation batch per optimizer step either way)."""
+    bf16: bool = False
+    """bfloat16 mixed precision (GPU)."""
+    gradient_checkpointing: bool = False
+    """Activation checkpointing (long responses on GPU)."""
+    use_vllm: bool = False
+    """Generate rollouts with vLLM (TRL's use_vllm); the teacher is still scored by the trainer's model."""
+    vllm_mode: str = "colocate"
+    """TRL vLLM mode: 'colocate' (one node) or 'server' (a `trl vllm-serve` process)."""
+    enable_thinking: bool | None = None
+    """Chat-template thinking switch for Qwen3-style templates (None: the template's default)."""
+    trl_args: dict = field(default_factory=dict)
+    """Any other GRPOConfig field, e.g. {epsilon_high: 0.28} (YAML only)."""
     extras: dict = field(default_factory=dict)
     """AntiSD trainer fields set explicitly (filled from antisd_* keys)."""
 
@@ -90,8 +108,13 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
     return AntiSDConfig(
         output_dir=str(run_dir),
         max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
-        gradient_accumulation_steps=1,
+        per_device_train_batch_size=per_device_batch(cfg),
+        gradient_accumulation_steps=cfg.grad_accum,
+        bf16=cfg.bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        chat_template_kwargs=None if cfg.enable_thinking is None else {"enable_thinking": cfg.enable_thinking},
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         learning_rate=cfg.learning_rate,
@@ -101,7 +124,6 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
         beta=0.0,
         seed=cfg.seed,
         use_cpu=not _has_cuda(),
-        bf16=False,
         report_to="none",
         logging_steps=1,
         save_strategy="steps",
@@ -109,8 +131,18 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
         disable_tqdm=True,
         disable_dropout=True,
         dataloader_num_workers=0,
+        **cfg.trl_args,
         **(preset(cfg.preset) | cfg.extras),
     )
+
+
+def per_device_batch(cfg: TrainConfig) -> int:
+    """Rollouts per device per micro-step: prompts × G spread over processes and accumulation steps."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    total = cfg.prompts_per_step * cfg.num_generations
+    if total % (world * cfg.grad_accum):
+        raise ValueError(f"prompts_per_step × num_generations = {total} does not split over {world} processes × grad_accum {cfg.grad_accum}")
+    return total // (world * cfg.grad_accum)
 
 
 def _has_cuda() -> bool:
@@ -159,7 +191,7 @@ def main(cfg: TrainConfig) -> dict:
     (run_dir / "config.yaml").write_text(configio.to_yaml(cfg) + "resolved_antisd:\n" + "".join(f"  {k}: {getattr(args, k)!r}\n" for k in sorted(antisd_fields())))
 
     # 2. Task, model, tokenizer
-    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems)
+    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     model, tok = load_model(cfg.model)
     print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}")
 

@@ -92,19 +92,42 @@ def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "an
     return rows
 
 
-def math_jsonl(path: str, heldout_fraction: float = 0.1) -> Task:
+def math_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", answer_field: str = "answer", heldout_fraction: float = 0.1) -> Task:
+    """A boxed-answer math task from rows; a row without a prompt or answer raises naming the row and field."""
     from antisd.rewards import math_grade
 
-    rows = read_jsonl_rows(path)
+    def row(i: int, r: dict) -> dict:
+        for key in (prompt_field, answer_field):
+            if r.get(key) in (None, "", []):
+                raise ValueError(f"{name}: row {i}: field {key!r} is missing or empty (fields: {sorted(r)})")
+        p = r[prompt_field]
+        prompt = p if isinstance(p, list) else [{"role": "user", "content": str(p)}]
+        return {"prompt": prompt, "answer": str(r[answer_field])} | ({"reference": r["reference"]} if r.get("reference") else {})
 
-    def row(r: dict) -> dict:
-        prompt = r["prompt"] if isinstance(r["prompt"], list) else [{"role": "user", "content": str(r["prompt"])}]
-        return {"prompt": prompt, "answer": str(r["answer"])}
-
-    rows = [row(r) for r in rows]
+    rows = [row(i, r) for i, r in enumerate(rows)]
     n_held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
     held = [EvalItem(r["prompt"], r) for r in rows[:n_held]]
-    return Task(Path(path).stem, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None, _boxed)
+    return Task(name, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None, _boxed)
+
+
+def local_rows(path: str) -> list[dict]:
+    if path.endswith(".jsonl"):
+        return read_jsonl_rows(path, required=())
+    if path.endswith(".parquet"):
+        from datasets import Dataset
+
+        return list(Dataset.from_parquet(path))
+    raise ValueError(f"{path}: expected a .jsonl or .parquet file")
+
+
+def hub_rows(dataset_id: str, split: str = "train") -> list[dict]:
+    """Rows of a Hugging Face dataset from the local cache (or the hub when it is reachable and allowed)."""
+    try:
+        from datasets import load_dataset
+
+        return list(load_dataset(dataset_id, split=split))
+    except Exception as e:  # noqa: BLE001 — any failure means "not available here"; say so plainly
+        raise FileNotFoundError(f"dataset {dataset_id!r} (split {split}) is not available on this machine ({type(e).__name__}); use a local .jsonl/.parquet copy") from None
 
 
 BOXED_INSTRUCTION = " Put the final answer in \\boxed{}."
@@ -138,11 +161,15 @@ def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None, _boxed)
 
 
-def load_task(name: str, seed: int = 0, n_heldout: int = 64) -> Task:
+def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:
+    """'countdown', 'gsm', a local .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math)."""
     if name == "countdown":
         return countdown_task(seed=seed, n_heldout=n_heldout)
     if name == "gsm":
         return gsm_task(seed=seed, n_heldout=n_heldout)
-    if name.endswith(".jsonl"):
-        return math_jsonl(name)
-    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm' or a path to a .jsonl file with prompt/answer fields")
+    if name.endswith((".jsonl", ".parquet")):
+        return math_rows_task(Path(name).stem, local_rows(name), prompt_field, answer_field)
+    if name.startswith("hf:"):
+        dataset_id, _, split = name[3:].partition(":")
+        return math_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, answer_field)
+    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', a .jsonl/.parquet file, or hf:ORG/NAME")
