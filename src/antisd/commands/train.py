@@ -105,7 +105,7 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
     """The AntiSDConfig of this run: TRL settings, then the preset, then explicit antisd_* overrides."""
     from antisd.integrations.trl import AntiSDConfig
 
-    return AntiSDConfig(
+    base = dict(
         output_dir=str(run_dir),
         max_steps=cfg.steps,
         per_device_train_batch_size=per_device_batch(cfg),
@@ -131,9 +131,12 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
         disable_tqdm=True,
         disable_dropout=True,
         dataloader_num_workers=0,
-        **cfg.trl_args,
-        **(preset(cfg.preset) | cfg.extras),
     )
+    antisd = preset(cfg.preset) | cfg.extras
+    clash = sorted(k for k in cfg.trl_args if k.startswith("antisd_"))
+    if clash:
+        raise ValueError(f"trl_args may not set AntiSD fields {clash}: give them at the top level")
+    return AntiSDConfig(**(base | cfg.trl_args | antisd))
 
 
 def per_device_batch(cfg: TrainConfig) -> int:
