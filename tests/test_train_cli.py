@@ -188,3 +188,10 @@ def test_nonfinite_logprobs_are_dropped_and_counted(tiny_model, tmp_path, captur
     assert torch.isfinite(batch.advantages_BT).all()
     lines = [json.loads(x) for x in (tmp_path / "nf" / "metrics.jsonl").read_text().splitlines()]
     assert [x["antisd/nonfinite_tokens"] for x in lines if "antisd/nonfinite_tokens" in x] == [1.0]
+
+
+def test_category_means_are_logged_every_n_steps(tiny_model, tmp_path):
+    _run(tiny_model, tmp_path / "cat", "antisd", "--steps", "2", "--antisd_log_categories_every", "2", "--max_completion_length", "24")
+    lines = [json.loads(x) for x in (tmp_path / "cat" / "metrics.jsonl").read_text().splitlines()]
+    logged = [x["step"] for x in lines if any(k.startswith("antisd/cat/") for k in x)]
+    assert logged == [1]  # global_step 0 is divisible by 2 (logged at the end of step 1); step 1 is not

@@ -49,6 +49,9 @@ class BuildConfig:
     """Peak learning rate (linear warm-up for 50 steps, cosine decay to 10%)."""
     p_context: float = 0.5
     """Fraction of examples in the teacher-prompt format (previous attempt and/or assessment)."""
+    max_tries: int = 6
+    """Each synthetic search gives up after a random number of failed tries in 1..max_tries, so that searching
+    longer is something RL can discover pays off."""
     hidden_size: int = 128
     """Model width."""
     num_layers: int = 4
@@ -63,11 +66,11 @@ def _messages(user_text: str) -> list[dict]:
     return [{"role": "user", "content": user_text}]
 
 
-def make_example(problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates) -> tuple[list[dict], str]:
+def make_example(problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6) -> tuple[list[dict], str]:
     """One (prompt messages, response) pair: a plain search, or one of the three teacher-prompt formats."""
+    search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid)  # noqa: E731
     if rng.random() >= p_context:
-        trace, _ = cd.search_trace(problem, rng)
-        return _messages(problem.prompt), trace
+        return _messages(problem.prompt), search()[0]
     kind = rng.random()
     if kind < 0.6:  # a correct previous attempt: copy its solution in one try
         sol = rng.choice(cd.solutions(problem))
@@ -75,14 +78,14 @@ def make_example(problem: cd.Problem, rng: random.Random, p_context: float, temp
         user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         return _messages(user), f"{cd.try_line(sol, problem)}\nanswer: {cd.format_expr(sol)}"
     if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
-        demo, solved = cd.search_trace(problem, rng)
+        demo, solved = search()
         if solved:
             return _messages(problem.prompt), demo
         wrong = cd.parse_answer(demo)
         user = teacher_user_text(problem.prompt, demo, cd.INCORRECT_FEEDBACK, templates)
-        return _messages(user), cd.search_trace(problem, rng, avoid=wrong)[0]
+        return _messages(user), search(avoid=wrong)[0]
     user = teacher_user_text(problem.prompt, None, cd.INCORRECT_FEEDBACK, templates)  # feedback only
-    return _messages(user), cd.search_trace(problem, rng)[0]
+    return _messages(user), search()[0]
 
 
 def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random) -> str:
@@ -161,7 +164,7 @@ def main(cfg: BuildConfig) -> Path:
 
     # 1. Data: a pool of training problems (held-out triples never appear)
     problems = cd.generate(4000, seed=cfg.seed, split="train")
-    corpus = [make_example(p, rng, cfg.p_context, templates) for p in problems[:1500]]
+    corpus = [make_example(p, rng, cfg.p_context, templates, cfg.max_tries) for p in problems[:1500]]
     tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]
     tokenizer = build_tokenizer(tok_texts, cfg.vocab_size)
     model = build_model(tokenizer, cfg.hidden_size, cfg.num_layers)
@@ -174,7 +177,7 @@ def main(cfg: BuildConfig) -> Path:
     model.train()
     start = time.time()
     for step in range(cfg.steps):
-        batch = [encode(tokenizer, *make_example(rng.choice(problems), rng, cfg.p_context, templates)) for _ in range(cfg.batch_size)]
+        batch = [encode(tokenizer, *make_example(rng.choice(problems), rng, cfg.p_context, templates, cfg.max_tries)) for _ in range(cfg.batch_size)]
         ids, attn, labels = collate(batch, tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         loss.backward()

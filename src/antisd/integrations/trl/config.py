@@ -47,6 +47,7 @@ class AntiSDConfig(GRPOConfig):
     antisd_remove_thinking: bool = field(default=False, metadata={"help": "Strip <think>…</think> from demonstrations (thinking models)."})
     antisd_include_feedback: bool = field(default=True, metadata={"help": "Add the 'Previous assessment' line about the rollout's own correctness."})
     antisd_feedback_correct: str = field(default="Your answer is correct.", metadata={"help": "Feedback for a rollout with reward ≥ success threshold."})
+    antisd_log_categories_every: int = field(default=0, metadata={"help": "Every N steps log the mean u of deliberation and structural tokens (antisd/cat/*); 0 disables."})
     antisd_feedback_incorrect: str = field(default="Your answer is incorrect.", metadata={"help": "Feedback for any other scored rollout."})
 
     def __post_init__(self):

@@ -154,6 +154,8 @@ class AntiSDTrainer(GRPOTrainer):
         lam_B = self._lambda(gate_on, teacher_ppl_B)
         adv_BT = self.antisd_compose(out["advantages"], signal_BT, lam_B, signal_mask_BT)
 
+        if cfg.antisd_log_categories_every and self.state.global_step % cfg.antisd_log_categories_every == 0:
+            self._log_categories(completion_ids, u_BT, signal_mask_BT)
         self._log_antisd(u_BT, signal_BT, signal_mask_BT, lam_B, gate_on, stat, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, ctx_stats, truncated)
         self.last_antisd_batch = AntiSDBatch(
             self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, signal_mask_BT,
@@ -303,6 +305,21 @@ class AntiSDTrainer(GRPOTrainer):
             metrics["antisd/sigma_ref"] = self.sigma_ref.value
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
+
+    def _log_categories(self, completion_ids: torch.Tensor, u_BT: torch.Tensor, mask_BT: torch.Tensor) -> None:
+        """Mean u per token category (antisd.pmi lists), local to this process: the paper's Fig. 2 split, tracked."""
+        from antisd.pmi import DELIBERATION, STRUCTURAL, normalise
+
+        tok = self.processing_class
+        for name, words in (("deliberation", DELIBERATION), ("structural", STRUCTURAL)):
+            values = [
+                u_BT[i, j].item()
+                for i, j in mask_BT.nonzero().tolist()
+                if normalise(tok.decode([completion_ids[i, j].item()])) in words
+            ]
+            if values:
+                self._metrics["train"][f"antisd/cat/{name}_u_mean"].append(sum(values) / len(values))
+                self._metrics["train"][f"antisd/cat/{name}_count"].append(float(len(values)))
 
     # --- checkpoints ------------------------------------------------------------------------------------------
 
