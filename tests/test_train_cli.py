@@ -195,3 +195,15 @@ def test_category_means_are_logged_every_n_steps(tiny_model, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "cat" / "metrics.jsonl").read_text().splitlines()]
     logged = [x["step"] for x in lines if any(k.startswith("antisd/cat/") for k in x)]
     assert logged == [1]  # global_step 0 is divisible by 2 (logged at the end of step 1); step 1 is not
+
+
+def test_reference_solution_fallback_is_a_named_option(tiny_model, tmp_path, capture):
+    _run(tiny_model, tmp_path / "ref", "antisd", "--steps", "1", "--task", "gsm", "--antisd_solution_source", "group_then_reference")
+    batch, _, _ = capture["batches"][0]
+    # a random model solves nothing, so every teacher prompt falls back to the worked solution
+    assert all("Your previous attempt:" in m[-1]["content"] and "\\boxed{" in m[-1]["content"] for m in batch.teacher_texts)
+    lines = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["antisd/reference_fraction"] for x in lines if "antisd/reference_fraction" in x] == [1.0]
+    _run(tiny_model, tmp_path / "grp", "antisd", "--steps", "1", "--task", "gsm")  # default: group_only
+    batch, _, _ = capture["batches"][1]
+    assert not any("Your previous attempt:" in m[-1]["content"] for m in batch.teacher_texts)

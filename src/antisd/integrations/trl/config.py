@@ -41,6 +41,7 @@ class AntiSDConfig(GRPOConfig):
     antisd_z_clip: float = field(default=5.0, metadata={"help": "Release: clip the per-sequence z-score to ±this."})
     antisd_len_mask: int | None = field(default=12000, metadata={"help": "Release: sequences with at least this many response tokens get no AntiSD term (32768 for thinking models)."})
     antisd_recalibrate_on_resume: bool = field(default=False, metadata={"help": "Warm up the gate again after resuming (the released code always does; we restore the saved gate unless asked)."})
+    antisd_solution_source: str = field(default="group_only", metadata={"help": "'group_only' (released code: demonstrations only from correct siblings) or 'group_then_reference' (fall back to the dataset's 'reference' column, the paper's 'else from the dataset')."})
     antisd_success_threshold: float = field(default=1.0, metadata={"help": "A rollout with reward ≥ this is a correct sibling usable as demonstration."})
     antisd_max_solution_tokens: int = field(default=3072, metadata={"help": "Demonstrations longer than this are cut to 25% head + 75% tail."})
     antisd_max_reprompt_len: int = field(default=4096, metadata={"help": "Teacher prompts longer than this are head/tail truncated (counted in antisd/teacher_prompt_truncated)."})
@@ -58,6 +59,7 @@ class AntiSDConfig(GRPOConfig):
             "antisd_compose": (self.antisd_compose, COMPOSES),
             "antisd_lambda_mode": (self.antisd_lambda_mode, LAMBDA_MODES),
             "antisd_gate_signal": (self.antisd_gate_signal, GATE_SIGNALS),
+            "antisd_solution_source": (self.antisd_solution_source, ("group_only", "group_then_reference")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:

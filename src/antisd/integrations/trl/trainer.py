@@ -93,6 +93,7 @@ class AntiSDTrainer(GRPOTrainer):
             remove_thinking=cfg.antisd_remove_thinking,
         )
         self.last_antisd_batch: AntiSDBatch | None = None
+        self._antisd_references: list = []
         self._antisd_rewards: torch.Tensor | None = None
 
     # --- TRL hooks --------------------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ class AntiSDTrainer(GRPOTrainer):
         out = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return out
+        self._antisd_references = [x.get("reference") for x in inputs]
         prompts = [x["prompt"] for x in inputs]
         out["advantages"] = self._antisd_advantages(prompts, out)
         return out
@@ -173,13 +175,16 @@ class AntiSDTrainer(GRPOTrainer):
             raise RuntimeError(f"{len(rewards)} gathered rewards for {len(all_texts)} gathered completions")
         picks = ctx.select_demonstrations([-math.inf if math.isnan(r) else r for r in rewards], self.num_generations, cfg.antisd_success_threshold)
         offset = self.accelerator.process_index * len(prompts)
-        teacher, n_demo, n_demo_cut = [], 0, 0
+        teacher, n_demo, n_ref, n_demo_cut = [], 0, 0, 0
         for i, prompt in enumerate(prompts):
             g = offset + i
             demo = None
             if picks[g] is not None:
                 demo, cut = self.clean_demonstration(all_texts[picks[g]])
                 n_demo, n_demo_cut = n_demo + 1, n_demo_cut + int(cut)
+            elif cfg.antisd_solution_source == "group_then_reference" and self._antisd_references[i]:
+                demo, cut = self.clean_demonstration(self._antisd_references[i])
+                n_ref, n_demo_cut = n_ref + 1, n_demo_cut + int(cut)
             feedback = None
             if cfg.antisd_include_feedback and not math.isnan(rewards[g]):
                 feedback = cfg.antisd_feedback_correct if rewards[g] >= cfg.antisd_success_threshold else cfg.antisd_feedback_incorrect
@@ -188,7 +193,7 @@ class AntiSDTrainer(GRPOTrainer):
             else:
                 user = ctx.teacher_user_text(ctx.last_user_text(prompt), demo, feedback, ctx.ContextTemplates())
                 teacher.append(ctx.teacher_messages(prompt, user))
-        return teacher, {"demo": n_demo, "demo_truncated": n_demo_cut, "n": len(prompts)}
+        return teacher, {"demo": n_demo, "reference": n_ref, "demo_truncated": n_demo_cut, "n": len(prompts)}
 
     def _tokenize_teacher(self, teacher: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
         """Left-padded teacher prompt ⊕ the student's completion tokens; prompts over budget are head/tail cut."""
@@ -274,10 +279,10 @@ class AntiSDTrainer(GRPOTrainer):
             m.sum().item(), u.sum().item(), u.square().sum().item(), neg.sum().item(), (u < -5).sum().item(),
             sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), lam_B.sum().item(), lam_B.numel(),
             teacher_ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(), student_ppl_B.double().sum().item(),
-            float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]),
+            float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"]),
             float((resp_mask_BT.bool() & ~m).sum().item()), float((lam_B > 0).sum().item()),
         ])  # fmt: skip
-        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, ndemo, ndcut, ntrunc, nseq, nonfin, nlam_pos) = sums
+        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, ndemo, ndcut, ntrunc, nseq, nref, nonfin, nlam_pos) = sums
         local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
         u_min = self.accelerator.gather(local_min.reshape(1)).min().item()
         metrics = {
@@ -297,6 +302,7 @@ class AntiSDTrainer(GRPOTrainer):
             "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
             "antisd/student_ppl_mean": ssppl / max(nseq, 1),
             "antisd/demo_fraction": ndemo / max(nseq, 1),
+            "antisd/reference_fraction": nref / max(nseq, 1),
             "antisd/demo_truncated": ndcut,
             "antisd/teacher_prompt_truncated": ntrunc,
             "antisd/nonfinite_tokens": nonfin,
