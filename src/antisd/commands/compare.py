@@ -12,7 +12,7 @@ accuracy minus GRPO's with a 95% t-interval over seeds (paired by seed), and tra
 student and teacher entropy, fraction of u < 0, gate activity.
 
 Example:
-    antisd compare --variants grpo,sd,antisd_release,antisd --seeds 3 --steps 40 --eval_every 5
+    antisd compare --variants grpo,sd,antisd_release,antisd --seeds 3 --steps 100 --eval_every 10
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ class CompareConfig:
     """Presets to compare (comma-separated on the command line); the first GRPO-like one is the baseline."""
     seeds: int = 3
     """Seeds 0..seeds-1 per variant."""
-    steps: int = 40
+    steps: int = 100
     """Training steps per run."""
-    eval_every: int = 5
+    eval_every: int = 10
     """Held-out evaluation every this many steps (and at step 0)."""
     eval_k: int = 4
     """Samples per held-out problem (avg@k)."""
-    eval_problems: int = 64
+    eval_problems: int = 128
     """Held-out problems."""
     output_dir: str = "runs/compare"
     """Directory holding one run directory per (variant, seed), and the report."""
@@ -69,13 +69,14 @@ class CompareConfig:
     """Problems per step."""
     num_generations: int = 8
     """Rollouts per problem."""
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4
     """Learning rate of every run."""
     report_only: bool = False
     """Only rebuild the report from existing run directories."""
 
 
 def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
+    """One run of the comparison; checkpoints only at the end (a resumed run restarts from its last checkpoint)."""
     return train.TrainConfig(
         preset=variant, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,

@@ -43,15 +43,15 @@ class TrainConfig:
     """Gold-answer column of a file or hub data set."""
     output_dir: str = "runs/train"
     """Run directory (config, metrics.jsonl, checkpoints, plots, summary)."""
-    steps: int = 30
+    steps: int = 40
     """Optimizer steps (one generation batch per step)."""
     prompts_per_step: int = 8
     """Problems per step; each gets num_generations rollouts."""
     num_generations: int = 8
     """Rollouts per problem (the GRPO group size G)."""
-    max_completion_length: int = 96
+    max_completion_length: int = 128
     """Maximum response tokens per rollout."""
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-4
     """AdamW learning rate (the paper uses 1e-6 on 4B-30B models; a 1M-parameter model needs far more)."""
     temperature: float = 1.0
     """Sampling temperature of training rollouts (teacher and student log-probs use the same)."""
@@ -67,7 +67,7 @@ class TrainConfig:
     """Samples per held-out problem for avg@k before and after training (0 skips evaluation)."""
     eval_every: int = 0
     """Also evaluate held-out avg@k every this many steps during training (0: only before and after)."""
-    eval_problems: int = 64
+    eval_problems: int = 128
     """Held-out problems evaluated."""
     eval_temperature: float = 0.7
     """Evaluation sampling temperature (the paper's T = 0.7, top-p 0.95)."""
