@@ -45,4 +45,4 @@ def test_eval_cli_outputs(tmp_path):
     assert all(len(p["completions"]) == 4 for p in res["per_problem"])
     assert set(res["pass@"]) == {"1", "2", "3", "4"}
     assert res["pass@"]["1"] == pytest.approx(res["avg@4"])
-    assert (out / "passk.png").stat().st_size > 0 and "| countdown | 3 | 4 |" in (out / "results.md").read_text()
+    assert (out / "passk.png").stat().st_size > 0 and "| countdown | 3 | 0 | 4 |" in (out / "results.md").read_text()

@@ -39,3 +39,28 @@ def test_warm_start_examples_after_a_correct_attempt_copy_its_answer():
                 assert cd.grade(response, p).reward == 1.0
                 seen += 1
     assert seen > 50
+
+
+def test_shipped_model_loads_offline_and_writes_traces():
+    import json
+
+    import torch
+
+    from antisd.commands.train import load_model
+    from antisd.testbed import shipped_model_dir
+
+    model, tok = load_model("testbed")
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 2e6
+    assert sum(f.stat().st_size for f in shipped_model_dir().iterdir()) < 25 * 2**20
+    recipe = json.loads((shipped_model_dir() / "antisd_build.json").read_text())
+    assert recipe["seed"] == 0 and recipe["max_tries"] == 6
+    problems = cd.generate(16, seed=0, split="heldout")
+    prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False) for p in problems]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=128, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    # a warm-started model writes well-formed traces with an answer line; a random one would not
+    assert sum(cd.parse_answer(t) is not None for t in texts) >= 14
+    assert all(t.startswith("try ") for t in texts)

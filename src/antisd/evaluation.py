@@ -59,7 +59,10 @@ def _sample_and_grade(model, tokenizer, task: Task, k, temperature, top_p, max_n
         )  # fmt: skip
         texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for (i, _), text in zip(chunk, texts):
-            correct[i] += int(task.grade(text, task.heldout[i].row)[0] >= 1.0)
+            reward = task.grade(text, task.heldout[i].row)[0]
+            if reward is None:  # unparseable gold: the problem is reported and left out, never scored 0
+                raise ValueError(f"held-out problem {i} of {task.name}: its gold answer cannot be parsed; fix or drop it")
+            correct[i] += int(reward >= 1.0)
     tokenizer.padding_side = side
     model.train(was_training)
     return correct

@@ -87,18 +87,24 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None
     k = cfg.k or BENCHMARKS[name].default_k
     prompts = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False, enable_thinking=cfg.enable_thinking) for it in task.heldout]
     completions = generate(cfg, model, tok, prompts, k)
-    per_problem = []
+    per_problem, excluded = [], []
     for item, texts in zip(task.heldout, completions):
-        correct = [task.grade(t, item.row)[0] >= 1.0 for t in texts]
+        rewards = [task.grade(t, item.row)[0] for t in texts]
+        if any(r is None for r in rewards):  # unparseable gold answer: reported, excluded, never scored 0
+            excluded.append({"prompt": item.messages[-1]["content"], "row": item.row, "reason": "gold_unparseable"})
+            continue
         answers = [task.extract(t) if task.extract else None for t in texts]
-        per_problem.append({"prompt": item.messages[-1]["content"], "row": item.row, "correct": correct, "answers": answers, "completions": texts})
+        per_problem.append({"prompt": item.messages[-1]["content"], "row": item.row, "correct": [r >= 1.0 for r in rewards], "answers": answers, "completions": texts})
     n = len(per_problem)
+    if n == 0:
+        raise ValueError(f"{name}: no gradable problem ({len(excluded)} excluded for unparseable gold answers)")
     result = {
         "benchmark": name, "n_problems": n, "k": k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
         f"avg@{k}": sum(sum(p["correct"]) for p in per_problem) / (n * k),
         "pass@": {j: sum(pass_at_k(k, sum(p["correct"]), j) for p in per_problem) / n for j in range(1, k + 1)},
         f"maj@{k}": sum(majority(p["answers"], p["correct"]) for p in per_problem) / n if task.extract else None,
         "per_problem": per_problem,
+        "excluded": excluded,
     }  # fmt: skip
     return result
 
@@ -112,11 +118,11 @@ def main(cfg: EvalConfig) -> dict:
     model, tok = load_model(cfg.model) if cfg.backend == "transformers" else (None, _tokenizer(cfg.model))
     results = {name: evaluate_benchmark(cfg, model, tok, name, local.get(name)) for name in cfg.benchmarks}
     (out / "results.json").write_text(json.dumps({"model": cfg.model, "results": results}, indent=2))
-    lines = [f"# antisd eval: {cfg.model}", "", "| benchmark | n | k | avg@k (%) | pass@1 (%) | pass@k (%) | maj@k (%) |", "|---|---|---|---|---|---|---|"]
+    lines = [f"# antisd eval: {cfg.model}", "", "| benchmark | n | excluded | k | avg@k (%) | pass@1 (%) | pass@k (%) | maj@k (%) |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         k = r["k"]
         maj = "–" if r[f"maj@{k}"] is None else f"{100 * r[f'maj@{k}']:.1f}"
-        lines.append(f"| {name} | {r['n_problems']} | {k} | {100 * r[f'avg@{k}']:.1f} | {100 * r['pass@'][1]:.1f} | {100 * r['pass@'][k]:.1f} | {maj} |")
+        lines.append(f"| {name} | {r['n_problems']} | {len(r['excluded'])} | {k} | {100 * r[f'avg@{k}']:.1f} | {100 * r['pass@'][1]:.1f} | {100 * r['pass@'][k]:.1f} | {maj} |")
     lines += ["", f"Sampling: T = {cfg.temperature}, top-p = {cfg.top_p}, max {cfg.max_new_tokens} new tokens, backend {cfg.backend}, seed {cfg.seed}.", "", "![pass@k](passk.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     _plot(results, out / "passk.png")

@@ -85,7 +85,7 @@ def main(cfg: PMIConfig) -> dict:
         rollouts = sample(model, tok, student_prompts, cfg.G, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
     texts = [tok.decode(ids, skip_special_tokens=True) for _, ids in rollouts]
     grades = [task.grade(text, items[p].row) for (p, _), text in zip(rollouts, texts)]
-    rewards = [g[0] for g in grades]
+    rewards = [float("nan") if g[0] is None else g[0] for g in grades]  # NaN: unparseable gold, never a demonstration
 
     # 2. Teacher and control contexts, built as in training
     demo_of = _demonstrations(cfg, rollouts, texts, rewards, items, task)

@@ -37,7 +37,10 @@ class Task:
             # dataset columns arrive as lists, one value per completion; TRL's own kwargs are skipped
             columns = {k: v for k, v in kwargs.items() if k not in ("prompts", "completion_ids") and isinstance(v, list) and len(v) == len(completions)}
             rows = [dict(zip(columns, values)) for values in zip(*columns.values())] if columns else [{}] * len(completions)
-            return [grade(_text(c), row)[0] for c, row in zip(completions, rows)]
+            rewards = [grade(_text(c), row)[0] for c, row in zip(completions, rows)]
+            if kwargs.get("log_metric") is not None:  # None = unparseable gold: excluded by TRL, counted here
+                kwargs["log_metric"]("reward/gold_unparseable", float(sum(r is None for r in rewards)))
+            return rewards
 
         return correctness
 

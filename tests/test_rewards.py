@@ -1,0 +1,81 @@
+"""Math grader: table of hard cases, marked answers only, unparseable gold, bounded time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from antisd.rewards import BoundedRunner, last_boxed, marked_answer, math_grade, math_grade_detail
+
+TABLE = [
+    # (response, gold, reward)
+    ("so \\boxed{\\frac{1}{2}}", "0.5", 1.0),
+    ("\\boxed{1/2}", "\\frac{1}{2}", 1.0),  # \frac vs /
+    ("\\boxed{\\frac{2}{4}}", "\\frac{1}{2}", 1.0),
+    ("\\boxed{1,000}", "1000", 1.0),  # thousands separator
+    ("\\boxed{1000}", "1,000", 1.0),
+    ("\\boxed{\\sqrt{2}/2}", "\\frac{\\sqrt{2}}{2}", 1.0),
+    ("\\boxed{\\boxed{7}}", "7", 1.0),  # nested boxes
+    ("\\boxed{(0, 1]}", "(0,1]", 1.0),  # interval
+    ("\\boxed{[0, 1]}", "(0,1]", 0.0),  # a different interval
+    ("\\boxed{10\\%}", "10", 1.0),  # percent
+    ("\\boxed{5 \\text{ cm}}", "5", 1.0),  # units
+    ("first \\boxed{3} then corrected \\boxed{4}", "4", 1.0),  # the last box counts
+    ("first \\boxed{4} then corrected \\boxed{3}", "4", 0.0),
+    ("\\boxed{3}", "4", 0.0),
+    ("\\boxed{\\pi}", "3.14159", 0.0),
+    ("the answer is 4", "4", 0.0),  # an unmarked number is not an answer
+    ("4", "4", 0.0),
+    ("\\boxed{}", "4", 0.0),
+    ("\\boxed{x^2+2x+1}", "(x+1)^2", 1.0),
+]
+
+
+@pytest.mark.parametrize("response, gold, reward", TABLE)
+def test_grader_table(response, gold, reward):
+    got, feedback = math_grade(response, gold)
+    assert got == reward
+    assert feedback == ("Your answer is correct." if reward == 1.0 else "Your answer is incorrect.")
+
+
+def test_hash_format_for_gsm8k_style_data():
+    assert marked_answer("work...\n#### 72", "hash") == "72"
+    assert math_grade("48/2 = 24\n#### 72", "72", answer_format="hash")[0] == 1.0
+    assert math_grade("The answer is 72.", "72", answer_format="hash")[0] == 0.0
+    with pytest.raises(ValueError, match="answer_format"):
+        marked_answer("x", "json")
+
+
+def test_unparseable_gold_is_reported_not_scored_zero():
+    g = math_grade_detail("\\boxed{3}", "\\frac{")
+    assert (g.reward, g.feedback, g.reason) == (None, None, "gold_unparseable")
+
+
+def test_last_boxed_handles_braces():
+    assert last_boxed("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert last_boxed("\\boxed{a} and \\boxed{{b}}") == "{b}"
+    assert last_boxed("\\boxed{unclosed") is None
+
+
+def _hang(seconds: float) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+def test_a_hanging_verification_is_bounded_in_time():
+    runner = BoundedRunner()
+    assert runner.call(_hang, 0.0, timeout_s=30) == "done"  # warm worker
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="exceeded 1.0 s"):
+        runner.call(_hang, 60.0, timeout_s=1.0)
+    assert time.monotonic() - start < 5.0
+    assert runner.call(_hang, 0.0, timeout_s=30) == "done"  # a fresh worker replaced the killed one
+
+
+def test_grading_works_from_a_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda r: math_grade(r, "2")[0], ["\\boxed{2}", "\\boxed{3}", "\\boxed{4/2}"]))
+    assert results == [1.0, 0.0, 1.0]
