@@ -117,3 +117,14 @@ def test_math_rows_field_mapping_and_bad_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="not available on this machine"):
         load_task("hf:open-r1/DAPO-Math-17k-Processed")
+
+
+def test_named_hub_datasets_fail_clearly_offline(monkeypatch):
+    from antisd.tasks import HUB_DATASETS
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert HUB_DATASETS["dapo"].hf_id == "open-r1/DAPO-Math-17k-Processed"  # the deduplicated version
+    for name in HUB_DATASETS:
+        with pytest.raises(FileNotFoundError, match=f"data set '{name}'.*not available on this machine"):
+            load_task(name)

@@ -164,8 +164,53 @@ def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None, _boxed)
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """A training set on the Hugging Face hub: where it is and how its gold answer is read."""
+
+    hf_id: str
+    config: str | None
+    split: str
+    prompt_field: str
+    answer_field: str
+    gold: str  # "field": the answer field as is; "hash": after "####" (GSM8K); "boxed": the last \boxed{} (MATH)
+
+
+HUB_DATASETS = {
+    "dapo": HubDataset("open-r1/DAPO-Math-17k-Processed", "all", "train", "prompt", "solution", "field"),
+    "gsm8k": HubDataset("openai/gsm8k", "main", "train", "question", "answer", "hash"),
+    "math": HubDataset("DigitalLearningGmbH/MATH-lighteval", "default", "train", "problem", "solution", "boxed"),
+}
+
+
+def hub_task(name: str) -> Task:
+    """A named hub training set (``dapo``, ``gsm8k``, ``math``), gold answers normalised for the boxed grader."""
+    from antisd.rewards import last_boxed
+
+    spec = HUB_DATASETS[name]
+    try:
+        from datasets import load_dataset
+
+        raw = list(load_dataset(spec.hf_id, spec.config, split=spec.split))
+    except Exception as e:  # noqa: BLE001 — any failure means "not available here"; say so plainly
+        raise FileNotFoundError(f"data set {name!r} ({spec.hf_id}) is not available on this machine ({type(e).__name__}); use a local .jsonl/.parquet copy with --prompt_field/--answer_field") from None
+    rows = []
+    for r in raw:
+        text = str(r[spec.answer_field])
+        gold = {"field": text, "hash": text.split("####")[-1].strip(), "boxed": last_boxed(text) or ""}[spec.gold]
+        reference = text if spec.gold != "field" else None
+        prompt = r[spec.prompt_field]
+        if isinstance(prompt, str) and "\\boxed" not in prompt:  # our grader reads the final \boxed{} answer
+            prompt = prompt + BOXED_INSTRUCTION
+        rows.append({"prompt": prompt, "answer": gold} | ({"reference": reference} if reference else {}))
+    return math_rows_task(name, rows)
+
+
 def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:
-    """'countdown', 'gsm', a local .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math)."""
+    """'countdown', 'gsm' (offline), 'dapo' / 'gsm8k' / 'math' (hub, when reachable or cached), a local
+    .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math with the given field names)."""
+    if name in HUB_DATASETS:
+        return hub_task(name)
     if name == "countdown":
         return countdown_task(seed=seed, n_heldout=n_heldout)
     if name == "gsm":
@@ -175,4 +220,4 @@ def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str =
     if name.startswith("hf:"):
         dataset_id, _, split = name[3:].partition(":")
         return math_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, answer_field)
-    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', a .jsonl/.parquet file, or hf:ORG/NAME")
+    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', {', '.join(HUB_DATASETS)}, a .jsonl/.parquet file, or hf:ORG/NAME")
