@@ -49,6 +49,8 @@ class EvalConfig:
     """Where results.json, results.md and passk.png are written."""
     seed: int = 0
     """Sampling seed."""
+    threads: int = 2
+    """torch CPU threads."""
 
 
 def majority(answers: list[str | None], correct: list[bool]) -> bool:
@@ -112,6 +114,9 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None
 def main(cfg: EvalConfig) -> dict:
     from antisd.commands.train import load_model
 
+    import torch
+
+    torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     local = dict(item.split("=", 1) for item in cfg.data)

@@ -53,6 +53,8 @@ class PMIConfig:
     """Rows per scoring forward."""
     seed: int = 0
     """Seed of problem choice and sampling."""
+    threads: int = 2
+    """torch CPU threads."""
 
 
 def _prompt_text(tok, messages: list[dict]) -> str:
@@ -68,6 +70,9 @@ def main(cfg: PMIConfig) -> dict:
     from antisd.scoring import sample, score
     from antisd.tasks import load_task
 
+    import torch
+
+    torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(cfg.model)
