@@ -54,3 +54,13 @@ def test_summary_speedup_and_paired_delta(tmp_path):
     # paired deltas 0.1 and 0.3: mean 0.2, half-width t(1)·sd/√2 = 12.706·0.1414/1.414
     assert rows["antisd"]["final_delta"] == pytest.approx(0.2)
     assert rows["antisd"]["final_delta_ci95"] == pytest.approx(12.706 * 0.1, rel=1e-3)
+
+
+def test_variant_overrides_parse_and_name_bad_fields():
+    assert compare.parse_variant("antisd") == ("antisd", {})
+    assert compare.parse_variant("antisd@antisd_lambda_max=2@antisd_gate=false") == ("antisd", {"antisd_lambda_max": 2.0, "antisd_gate": False})
+    with pytest.raises(ValueError, match="not field=value"):
+        compare.parse_variant("antisd@lambda=2")
+    cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], output_dir="/tmp/x")
+    rc = compare.run_config(cfg, "antisd@antisd_lambda_max=2", 1)
+    assert rc.preset == "antisd" and rc.extras == {"antisd_lambda_max": 2.0} and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")

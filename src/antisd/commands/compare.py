@@ -36,7 +36,7 @@ DYNAMICS = (
     ("train/entropy", "student entropy"),
     ("antisd/teacher_entropy_mean", "teacher entropy"),
     ("antisd/frac_u_neg", "fraction u < 0"),
-    ("antisd/gate_on", "gate on"),
+    ("antisd/lambda_mean", "λ mean (0 while the gate is shut)"),
     ("reward/reward", "train reward"),
 )
 
@@ -46,7 +46,7 @@ class CompareConfig:
     """Config of `antisd compare`. Fields not listed here take `antisd train`'s defaults."""
 
     variants: list[str] = field(default_factory=lambda: ["grpo", "sd", "antisd_release", "antisd"])
-    """Presets to compare (comma-separated on the command line); the first GRPO-like one is the baseline."""
+    """Presets to compare (comma-separated); 'preset@field=value' overrides a trainer field, e.g. antisd@antisd_lambda_max=2."""
     seeds: int = 3
     """Seeds 0..seeds-1 per variant."""
     steps: int = 100
@@ -75,10 +75,24 @@ class CompareConfig:
     """Only rebuild the report from existing run directories."""
 
 
+def parse_variant(variant: str) -> tuple[str, dict]:
+    """'preset' or 'preset@field=value@field=value' (AntiSD trainer fields), e.g. 'antisd@antisd_lambda_max=2'."""
+    name, *overrides = variant.split("@")
+    fields = train.antisd_fields()
+    extras = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"variant {variant!r}: {item!r} is not field=value with an antisd_* field")
+        extras[key] = configio.convert(value, fields[key][0], f"variant {variant!r}: {key}")
+    return name, extras
+
+
 def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
-    """One run of the comparison; checkpoints only at the end (a resumed run restarts from its last checkpoint)."""
+    """One run of the comparison; its directory is named after the variant and seed."""
+    preset, extras = parse_variant(variant)
     return train.TrainConfig(
-        preset=variant, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
+        preset=preset, extras=extras, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
         eval_k=cfg.eval_k, eval_problems=cfg.eval_problems,
