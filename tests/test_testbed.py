@@ -64,3 +64,16 @@ def test_shipped_model_loads_offline_and_writes_traces():
     # a warm-started model writes well-formed traces with an answer line; a random one would not
     assert sum(cd.parse_answer(t) is not None for t in texts) >= 14
     assert all(t.startswith("try ") for t in texts)
+
+
+def test_testbed_build_cli_is_deterministic_for_a_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    from antisd import cli
+
+    args = ["--steps", "3", "--batch_size", "4", "--hidden_size", "32", "--num_layers", "1", "--vocab_size", "300"]
+    for name in ("a", "b"):
+        assert cli.main(["testbed", "build", "--seed", "7", "--out", str(tmp_path / name), *args]) == 0
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
