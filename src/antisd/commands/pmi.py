@@ -143,7 +143,7 @@ def _demonstrations(cfg: PMIConfig, rollouts, texts, rewards, items, task) -> li
     cut = task.cut_demonstration or (lambda x: x)
     demos: list[str | None] = [None] * len(rollouts)
     for p, ks in by_problem.items():
-        reference = items[p].row.get("reference") or _reference(task, items[p].row)
+        reference = items[p].row.get("reference")
         picks = ctx.select_demonstrations([rewards[k] for k in ks], len(ks))
         for k, pick in zip(ks, picks):
             if cfg.context in ("group", "group_then_reference") and pick is not None:
@@ -151,16 +151,6 @@ def _demonstrations(cfg: PMIConfig, rollouts, texts, rewards, items, task) -> li
             elif cfg.context in ("reference", "group_then_reference") and reference:
                 demos[k] = reference
     return demos
-
-
-def _reference(task, row: dict) -> str | None:
-    if task.name == "countdown":
-        from antisd.tasks import countdown as cd
-
-        p = cd.Problem(tuple(row["numbers"]), int(row["target"]))
-        sol = cd.solutions(p)[0]
-        return f"{cd.try_line(sol, p)}\nanswer: {cd.format_expr(sol)}"
-    return row.get("solution")
 
 
 def _print(stats: dict) -> None:

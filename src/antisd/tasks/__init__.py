@@ -51,7 +51,9 @@ def _text(completion) -> str:
 
 def countdown_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     def row(p: cd.Problem) -> dict:
-        return {"prompt": [{"role": "user", "content": p.prompt}], "numbers": list(p.numbers), "target": p.target}
+        sol = cd.solutions(p)[0]  # a worked reference solution: usable as privileged context when no sibling is correct
+        reference = f"{cd.try_line(sol, p)}\nanswer: {cd.format_expr(sol)}"
+        return {"prompt": [{"role": "user", "content": p.prompt}], "numbers": list(p.numbers), "target": p.target, "reference": reference}
 
     def grade(text: str, r: dict) -> tuple[float, str]:
         g = cd.grade(text, cd.Problem(tuple(r["numbers"]), int(r["target"])))
