@@ -9,6 +9,7 @@ import pytest
 
 from antisd import cli
 from antisd.commands import compare
+from antisd.settings import preset
 from tiny import make_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -57,10 +58,10 @@ def test_summary_speedup_and_paired_delta(tmp_path):
 
 
 def test_variant_overrides_parse_and_name_bad_fields():
-    assert compare.parse_variant("antisd") == ("antisd", {})
-    assert compare.parse_variant("antisd@antisd_lambda_max=2@antisd_gate=false") == ("antisd", {"antisd_lambda_max": 2.0, "antisd_gate": False})
+    assert compare.parse_variant("antisd") == ("antisd", preset("antisd"))
+    assert compare.parse_variant("antisd@antisd_lambda_max=2@antisd_gate=false") == ("antisd", preset("antisd").replace(lambda_max=2.0, gate=False))
     with pytest.raises(ValueError, match="not field=value"):
         compare.parse_variant("antisd@lambda=2")
     cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], output_dir="/tmp/x")
     rc = compare.run_config(cfg, "antisd@antisd_lambda_max=2", 1)
-    assert rc.preset == "antisd" and rc.extras == {"antisd_lambda_max": 2.0} and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")
+    assert rc.preset == "antisd" and rc.antisd == preset("antisd").replace(lambda_max=2.0) and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")

@@ -91,7 +91,7 @@ def test_gsm_task_offline_with_reference_solutions():
 
 
 def test_models_registry_errors(monkeypatch, tmp_path):
-    from antisd.commands.train import load_model
+    from antisd.runtime import load_model
     from antisd.models import install
 
     monkeypatch.setenv("ANTISD_CACHE", str(tmp_path))

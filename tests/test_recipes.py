@@ -20,13 +20,13 @@ def test_there_is_a_recipe_per_paper_model():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_parses_with_table5_values(path):
-    cfg = configio.parse(train.TrainConfig, ["--config", str(path)], "t", "d", extra=train.antisd_fields())
+    cfg = configio.parse(train.TrainConfig, ["--config", str(path)], "t", "d", extra=train.antisd_fields(), combine=train.with_settings)
     assert (cfg.learning_rate, cfg.prompts_per_step, cfg.num_generations, cfg.steps, cfg.temperature) == (1e-6, 32, 8, 200, 1.0)
-    assert cfg.trl_args["beta"] == 0.0 and cfg.extras["antisd_gate_down_ratio"] == 0.93
+    assert cfg.trl_args["beta"] == 0.0 and cfg.settings().gate_down_ratio == 0.93
     thinking = path.stem == "olmo-3-7b-think"
     assert cfg.max_completion_length == (32768 if thinking else 16384)
-    assert cfg.extras["antisd_gate_warmup_steps"] == (10 if thinking else 5)
-    assert cfg.extras["antisd_len_mask"] == (32768 if thinking else 12000)
+    assert cfg.settings().gate_warmup_steps == (10 if thinking else 5)
+    assert cfg.settings().len_mask == (32768 if thinking else 12000)
     assert cfg.enable_thinking is thinking and cfg.loss_type == ("grpo" if thinking else "dapo")
 
 

@@ -46,7 +46,7 @@ def test_shipped_model_loads_offline_and_writes_traces():
 
     import torch
 
-    from antisd.commands.train import load_model
+    from antisd.runtime import load_model
     from antisd.testbed import shipped_model_dir
 
     model, tok = load_model("testbed")

@@ -42,7 +42,7 @@ def capture(monkeypatch):
 
     def antisd_advantages(self, prompts, out):
         adv = original_adv(self, prompts, out)
-        seen["batches"].append((self.last_antisd_batch, dict(vars(self.args)), self.gate.warm))
+        seen["batches"].append((self.last_antisd_batch, {f"antisd_{k}": v for k, v in self.args.antisd.to_dict().items()}, self.gate.warm))
         return adv
 
     monkeypatch.setattr(AntiSDTrainer, "_compute_loss", compute_loss)
@@ -132,7 +132,7 @@ def test_run_directory_contents(tiny_model, tmp_path):
     keys = set().union(*lines)
     for key in ("reward/reward", "antisd/u_mean", "antisd/frac_u_neg", "antisd/gate_on", "antisd/demo_fraction", "eval/avg@1", "train/entropy"):
         assert key in keys, key
-    assert "antisd_signal: 'antisd'" in (out / "config.yaml").read_text()
+    assert "signal: antisd" in (out / "config.yaml").read_text()
 
 
 def test_bad_config_key_is_named(tmp_path, tiny_model):

@@ -15,7 +15,7 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -65,6 +65,17 @@ def convert(value: Any, tp: Any, where: str) -> Any:
             if not isinstance(parsed, dict):
                 raise ValueError
             return parsed
+        if dataclasses.is_dataclass(base):
+            if isinstance(value, base):
+                return value
+            value = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(value, dict):
+                raise ValueError
+            known = {f.name for f in dataclasses.fields(base)}
+            for key in value:
+                if key not in known:
+                    raise _unknown(key, sorted(known), where)
+            return base(**value)
         if typing.get_origin(base) is list or base is list:
             items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
             inner = (typing.get_args(base) or (str,))[0]
@@ -90,14 +101,21 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def parse(cls: type, argv: list[str], prog: str, description: str, extra: dict[str, tuple[Any, str]] | None = None) -> Any:
+def parse(
+    cls: type,
+    argv: list[str],
+    prog: str,
+    description: str,
+    extra: dict[str, tuple[Any, str]] | None = None,
+    combine: Callable[[dict, dict], dict] | None = None,
+) -> Any:
     """Build ``cls`` from ``--config FILE`` and ``--field value`` flags.
 
-    ``extra`` maps open-ended field names (e.g. AntiSD trainer fields) to (type, help); their values are
-    collected in the dict field named ``extras`` of ``cls``, keeping only the keys that were set.
+    ``extra`` maps further flag names (e.g. ``antisd_*`` settings) to (type, help); the values given for them
+    are passed, with the field values, to ``combine(values, extras) -> values``, which folds them into a field.
     """
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extras"}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     docs = field_docs(cls)
     extra = extra or {}
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -127,8 +145,8 @@ def parse(cls: type, argv: list[str], prog: str, description: str, extra: dict[s
             values[key] = convert(value, hints[key], f"--{key}")
         else:
             extras[key] = convert(value, extra[key][0], f"--{key}")
-    if extra:
-        values["extras"] = extras
+    if combine is not None:
+        values = combine(values, extras)
     return cls(**values)
 
 

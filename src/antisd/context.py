@@ -15,9 +15,12 @@ sibling the feedback-only template is used; with neither solution nor feedback t
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Hashable, Sequence
+
+from antisd.settings import AntiSDSettings
 
 REPROMPT = "{prompt}{solution}{feedback}\n\nNow solve this problem step by step.\n"
 SOLUTION = "\nYour previous attempt:\n\n{successful_previous_attempt}\n\n"
@@ -49,10 +52,24 @@ def select_demonstrations(
     """
     if len(rewards) % group_size:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    return select_demonstrations_by_group(rewards, [i // group_size for i in range(len(rewards))], threshold, exclude_self)
+
+
+def select_demonstrations_by_group(
+    rewards: Sequence[float], group_ids: Sequence[Hashable], threshold: float = 1.0, exclude_self: bool = True
+) -> list[int | None]:
+    """As :func:`select_demonstrations`, with groups named by id (verl's ``uid``) instead of consecutive runs.
+
+    The pick is the first successful other member of the group in batch order, wherever the members sit.
+    """
+    if len(rewards) != len(group_ids):
+        raise ValueError(f"{len(rewards)} rewards for {len(group_ids)} group ids")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
     picks: list[int | None] = []
-    for i in range(len(rewards)):
-        start = (i // group_size) * group_size
-        eligible = [j for j in range(start, start + group_size) if rewards[j] >= threshold and not (exclude_self and j == i)]
+    for i, g in enumerate(group_ids):
+        eligible = [j for j in members[g] if rewards[j] >= threshold and not (exclude_self and j == i)]
         picks.append(eligible[0] if eligible else None)
     return picks
 
@@ -118,3 +135,63 @@ class DemonstrationCleaner:
         if len(ids) <= self.max_tokens:
             return text, False
         return self.detokenize(head_tail_truncate(ids, self.max_tokens, self.tokenize("\n...\n"))), True
+
+
+@dataclass
+class TeacherContextBuilder:
+    """Builds each rollout's teacher prompt from its group: the one piece every framework shares.
+
+    What a framework must give :meth:`build`, for the whole generation batch (all processes, batch order):
+    - ``texts``: each rollout's decoded response (special tokens skipped);
+    - ``rewards``: each rollout's scalar reward, NaN where it could not be scored (no feedback, never a demo);
+    - ``group_ids``: which prompt each rollout answers (TRL: consecutive runs of G; verl: the ``uid``);
+    and for the rows this process scores: ``rows`` (their indices in the batch), their ``prompts`` (a string or
+    a list of chat messages, as the student saw them) and ``references`` (the row's reference solution or None).
+    It returns the teacher prompts of those rows and counts for the ``antisd/*`` context metrics.
+    """
+
+    settings: AntiSDSettings
+    clean: DemonstrationCleaner
+    templates: ContextTemplates = ContextTemplates()
+
+    def build(self, rows: Sequence[int], prompts: Sequence[Any], references: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], group_ids: Sequence[Hashable]):
+        s = self.settings
+        if len(rewards) != len(texts):
+            raise RuntimeError(f"{len(rewards)} gathered rewards for {len(texts)} gathered completions")
+        scored = [-math.inf if math.isnan(r) else r for r in rewards]
+        picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)
+        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows)}
+        for g, prompt, reference in zip(rows, prompts, references):
+            demo = None
+            if picks[g] is not None:
+                demo, cut = self.clean(texts[picks[g]])
+                stats["demo"] += 1
+                stats["demo_truncated"] += int(cut)
+            elif s.solution_source == "group_then_reference" and reference:
+                demo, cut = self.clean(reference)
+                stats["reference"] += 1
+                stats["demo_truncated"] += int(cut)
+            feedback = None
+            if s.include_feedback and not math.isnan(rewards[g]):
+                feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
+            if isinstance(prompt, str):
+                teacher.append(teacher_user_text(prompt, demo, feedback, self.templates))
+            else:
+                user = teacher_user_text(last_user_text(prompt), demo, feedback, self.templates)
+                teacher.append(teacher_messages(prompt, user))
+        return teacher, stats
+
+
+def teacher_prompt_ids(tokenizer: Any, teacher_prompt: Any, settings: AntiSDSettings, chat_template_kwargs: dict | None = None) -> tuple[list[int], bool]:
+    """Token ids of one teacher prompt (chat template with the generation prompt), head/tail cut to the budget.
+
+    ``tokenizer`` is a Hugging Face tokenizer (duck-typed: ``__call__`` and ``apply_chat_template``). A string
+    prompt is tokenized as TRL tokenizes the student's string prompts. Returns (ids, was_truncated).
+    """
+    if isinstance(teacher_prompt, str):
+        ids = tokenizer(teacher_prompt, add_special_tokens=False)["input_ids"]
+    else:
+        ids = list(tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=True, tokenize=True, return_dict=False, **(chat_template_kwargs or {})))
+    sep = tokenizer("\n...\n", add_special_tokens=False)["input_ids"]
+    budget = settings.max_reprompt_len
+    return head_tail_truncate(ids, budget, sep), len(ids) > budget

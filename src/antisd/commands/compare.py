@@ -27,6 +27,7 @@ from pathlib import Path
 from antisd import configio
 from antisd.commands import train
 from antisd.runlog import read_jsonl
+from antisd.settings import AntiSDSettings, from_prefixed, preset
 
 # two-sided 95% Student-t quantiles by degrees of freedom
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 20: 2.086, 30: 2.042}
@@ -75,8 +76,11 @@ class CompareConfig:
     """Only rebuild the report from existing run directories."""
 
 
-def parse_variant(variant: str) -> tuple[str, dict]:
-    """'preset' or 'preset@field=value@field=value' (AntiSD trainer fields), e.g. 'antisd@antisd_lambda_max=2'."""
+def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
+    """'preset' or 'preset@field=value@field=value' (AntiSD settings), e.g. 'antisd@antisd_lambda_max=2'.
+
+    Returns the preset name and the settings object of the variant (the preset with the overrides applied).
+    """
     name, *overrides = variant.split("@")
     fields = train.antisd_fields()
     extras = {}
@@ -85,14 +89,14 @@ def parse_variant(variant: str) -> tuple[str, dict]:
         if not sep or key not in fields:
             raise ValueError(f"variant {variant!r}: {item!r} is not field=value with an antisd_* field")
         extras[key] = configio.convert(value, fields[key][0], f"variant {variant!r}: {key}")
-    return name, extras
+    return name, from_prefixed(preset(name), extras)
 
 
 def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
     """One run of the comparison; its directory is named after the variant and seed."""
-    preset, extras = parse_variant(variant)
+    name, settings = parse_variant(variant)
     return train.TrainConfig(
-        preset=preset, extras=extras, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
+        preset=name, antisd=settings, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
         eval_k=cfg.eval_k, eval_problems=cfg.eval_problems,

@@ -112,7 +112,7 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None
 
 
 def main(cfg: EvalConfig) -> dict:
-    from antisd.commands.train import load_model
+    from antisd.runtime import load_model
 
     import torch
 

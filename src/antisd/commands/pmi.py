@@ -66,7 +66,7 @@ def main(cfg: PMIConfig) -> dict:
 
     from antisd import context as ctx
     from antisd import pmi
-    from antisd.commands.train import load_model
+    from antisd.runtime import load_model
     from antisd.scoring import sample, score
     from antisd.tasks import load_task
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from antisd import configio
-from antisd.presets import preset
+from antisd.settings import PREFIX, AntiSDSettings, from_prefixed, preset
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Config of `antisd train`. AntiSD trainer fields (``antisd_*``) may also be given; they override the preset."""
+    """Config of `antisd train`. AntiSD settings are given as ``--antisd_<field>`` flags or YAML keys; they override the preset."""
 
     preset: str = "antisd"
     """Variant: grpo, sd, sd_jsd, antisd, antisd_release, no_gate, revkl_ascent, no_teacher, multiplicative, student_ppl_gate."""
@@ -87,18 +87,29 @@ class TrainConfig:
     """Chat-template thinking switch for Qwen3-style templates (None: the template's default)."""
     trl_args: dict = field(default_factory=dict)
     """Any other GRPOConfig field, e.g. {epsilon_high: 0.28} (YAML only)."""
-    extras: dict = field(default_factory=dict)
-    """AntiSD trainer fields set explicitly (filled from antisd_* keys)."""
+    antisd: AntiSDSettings | None = None
+    """AntiSD settings; None: the preset's as they are. Set through antisd_<field> flags/keys, which override the preset."""
+
+    def settings(self) -> AntiSDSettings:
+        """The AntiSD settings of this run: the explicit object, else the named preset."""
+        return self.antisd if self.antisd is not None else preset(self.preset)
 
 
 def antisd_fields() -> dict:
-    """(type, help) of every AntiSD field of AntiSDConfig, for the CLI."""
+    """(type, help) of every AntiSD setting under its CLI/YAML name ``antisd_<field>``."""
     import typing
 
-    from antisd.integrations.trl import AntiSDConfig
+    hints = typing.get_type_hints(AntiSDSettings)
+    docs = configio.field_docs(AntiSDSettings)
+    return {PREFIX + f.name: (hints[f.name], docs.get(f.name, "")) for f in dataclasses.fields(AntiSDSettings)}
 
-    hints = typing.get_type_hints(AntiSDConfig)
-    return {f.name: (hints[f.name], f.metadata.get("help", "")) for f in dataclasses.fields(AntiSDConfig) if f.name.startswith("antisd_")}
+
+def with_settings(values: dict, overrides: dict) -> dict:
+    """Command-line/YAML ``antisd_*`` overrides applied to the chosen preset, as the config's ``antisd`` object."""
+    if not overrides:
+        return values
+    base = values.get("antisd") or preset(values.get("preset", TrainConfig.preset))
+    return values | {"antisd": from_prefixed(base, overrides)}
 
 
 def trainer_args(cfg: TrainConfig, run_dir: Path):
@@ -132,11 +143,10 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
         disable_dropout=True,
         dataloader_num_workers=0,
     )
-    antisd = preset(cfg.preset) | cfg.extras
-    clash = sorted(k for k in cfg.trl_args if k.startswith("antisd_"))
+    clash = sorted(k for k in cfg.trl_args if k.startswith(PREFIX) or k == "antisd")
     if clash:
         raise ValueError(f"trl_args may not set AntiSD fields {clash}: give them at the top level")
-    return AntiSDConfig(**(base | cfg.trl_args | antisd))
+    return AntiSDConfig(**(base | cfg.trl_args), antisd=cfg.settings())
 
 
 def per_device_batch(cfg: TrainConfig) -> int:
@@ -154,26 +164,6 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def load_model(name: str):
-    """Model and tokenizer by name; no hub download is ever attempted for a name that is not cached."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from antisd.models import REGISTRY, installed_dir
-    from antisd.testbed import shipped_model_dir
-
-    if name in REGISTRY and installed_dir(name) is None:
-        raise FileNotFoundError(f"model {name!r} is not installed: run `antisd models install {name}`")
-    path = shipped_model_dir() if name == "testbed" else installed_dir(name) or name
-    local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).is_dir()
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
-    if tok.pad_token is None:  # documented fallback: pad with eos (masked out of every loss)
-        tok.pad_token = tok.eos_token
-    if tok.chat_template is None:
-        raise ValueError(f"tokenizer of {name!r} has no chat template; the student and teacher prompts need one")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only)
-    return model, tok
-
-
 def main(cfg: TrainConfig) -> dict:
     import torch
     from datasets import Dataset
@@ -181,6 +171,7 @@ def main(cfg: TrainConfig) -> dict:
 
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
+    from antisd.runtime import load_model
     from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, plot_metrics
     from antisd.tasks import load_task
 
@@ -191,7 +182,7 @@ def main(cfg: TrainConfig) -> dict:
 
     # 1. Resolve and record the config (the preset is expanded, so the file says exactly what ran)
     args = trainer_args(cfg, run_dir)
-    (run_dir / "config.yaml").write_text(configio.to_yaml(cfg) + "resolved_antisd:\n" + "".join(f"  {k}: {getattr(args, k)!r}\n" for k in sorted(antisd_fields())))
+    (run_dir / "config.yaml").write_text(configio.to_yaml(dataclasses.replace(cfg, antisd=cfg.settings())))
 
     # 2. Task, model, tokenizer
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
@@ -283,5 +274,5 @@ def _print_summary(summary: dict) -> None:
 
 
 def cli(argv: list[str]) -> dict:
-    cfg = configio.parse(TrainConfig, argv, prog="antisd train", description=__doc__.split("\n\n")[0], extra=antisd_fields())
+    cfg = configio.parse(TrainConfig, argv, prog="antisd train", description=__doc__.split("\n\n")[0], extra=antisd_fields(), combine=with_settings)
     return main(cfg)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from antisd.runtime import SHIPPED_TESTBED as SHIPPED
+from antisd.runtime import shipped_model_dir
 
-SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "testbed"
-
-
-def shipped_model_dir() -> Path:
-    if not (SHIPPED / "config.json").is_file():
-        raise FileNotFoundError(f"the shipped testbed model is missing from {SHIPPED}; rebuild it with `antisd testbed build --out {SHIPPED}`")
-    return SHIPPED
+__all__ = ["SHIPPED", "shipped_model_dir"]

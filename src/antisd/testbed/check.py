@@ -62,7 +62,7 @@ def conditions(problems: list[cd.Problem], seed: int) -> dict[str, list[EvalItem
 
 
 def main(cfg: CheckConfig) -> dict:
-    from antisd.commands.train import load_model
+    from antisd.runtime import load_model
     from antisd.evaluation import evaluate
     from antisd.tasks import countdown_task
 

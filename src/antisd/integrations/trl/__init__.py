@@ -1,4 +1,4 @@
-"""TRL integration: ``AntiSDConfig(GRPOConfig)`` and ``AntiSDTrainer(GRPOTrainer)``."""
+"""TRL integration: ``AntiSDConfig(GRPOConfig)`` and ``AntiSDTrainer(GRPOTrainer)``, adapters over :mod:`antisd.step`."""
 
 from antisd.integrations.trl.config import AntiSDConfig
 from antisd.integrations.trl.trainer import AntiSDBatch, AntiSDTrainer

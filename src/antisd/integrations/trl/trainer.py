@@ -1,12 +1,13 @@
 """``AntiSDTrainer``: TRL's stable ``GRPOTrainer`` with per-token AntiSD advantages.
 
-It overrides as little as possible:
+An adapter: it gathers what the shared AntiSD step needs and hands it over (:class:`antisd.step.AntiSDStep`,
+:class:`antisd.context.TeacherContextBuilder`). It overrides as little of TRL as possible:
 - ``_calculate_rewards``: keeps the globally gathered rewards (needed to pick correct siblings);
 - ``_generate_and_score_completions``: after TRL has generated, scored and computed A_seq, builds each rollout's
   teacher input, runs one no-grad teacher forward with the *current* weights (the paper's teacher is the policy
-  itself under stop-gradient), and replaces ``advantages`` [B] by [B, T] ones from :mod:`antisd.core`. TRL's own
+  itself under stop-gradient), and replaces ``advantages`` [B] by the step's [B, T] ones. TRL's own
   ``_compute_loss`` accepts [B, T] advantages as-is, so every TRL loss type, clipping and IS correction applies.
-- ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the gate and σ_ref live in every checkpoint.
+- ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the step's state (gate, σ_ref) lives in every checkpoint.
 
 Teacher and student log-probs come from TRL's own ``_get_per_token_logps_and_entropies`` (a tiled, fused LM head
 that never materialises [B, T, V] logits), so u is exactly 0 wherever the teacher input equals the student's.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -29,21 +29,26 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from antisd import context as ctx
-from antisd.core import (
-    COMPOSERS,
-    SchmittGate,
-    SigmaRef,
-    get_signal,
-    masked_std,
-    paper_signal,
-    release_signal,
-    sequence_ppl,
-    teacher_ppl_lambda,
-    token_pmi,
-)
 from antisd.integrations.trl.config import AntiSDConfig
+from antisd.step import AntiSDStep, StepInputs
 
 STATE_FILE = "antisd_state.json"
+
+
+class AccelerateReducer:
+    """The step's cross-process reductions over accelerate (identity on one process)."""
+
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
+
+    def sum(self, values) -> list[float]:
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
+    def gather(self, x_N: torch.Tensor) -> torch.Tensor:
+        padded = self.accelerator.pad_across_processes(x_N.to(self.accelerator.device).flatten(), dim=0, pad_index=float("nan"))
+        values = self.accelerator.gather(padded)
+        return values[~torch.isnan(values)]
 
 
 @dataclass
@@ -61,7 +66,7 @@ class AntiSDBatch:
     advantages_BT: torch.Tensor
     prompt_ids: torch.Tensor
     completion_ids: torch.Tensor
-    teacher_texts: list[str]
+    teacher_texts: list
 
 
 class AntiSDTrainer(GRPOTrainer):
@@ -72,29 +77,28 @@ class AntiSDTrainer(GRPOTrainer):
         tok = self.processing_class
         if getattr(tok, "chat_template", None) is None:
             raise ValueError("The tokenizer has no chat template: the teacher prompt is built with apply_chat_template")
-        cfg = self.args
-        self.antisd_signal_fn = get_signal(cfg.antisd_signal)
-        self.antisd_compose = COMPOSERS[cfg.antisd_compose]
-        warmup = cfg.antisd_gate_warmup_steps if cfg.antisd_needs_warmup else 0
-        # A disabled gate still calibrates (σ_ref, τ) but never closes: down_ratio 0 is below any statistic.
-        self.gate = SchmittGate(
-            warmup_steps=warmup,
-            down_ratio=cfg.antisd_gate_down_ratio if cfg.antisd_gate else 0.0,
-            up_ratio=cfg.antisd_gate_up_ratio if cfg.antisd_gate else 0.0,
-            min_threshold=cfg.antisd_gate_min_threshold if cfg.antisd_gate else None,
-            lag=cfg.antisd_gate_lag,
-        )
-        self.sigma_ref = SigmaRef(warmup_steps=max(warmup, 1))
-        self.clean_demonstration = ctx.DemonstrationCleaner(
+        s = self.args.antisd
+        self.antisd_step = AntiSDStep(s)
+        self.antisd_reducer = AccelerateReducer(self.accelerator)
+        cleaner = ctx.DemonstrationCleaner(
             tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
             detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            max_tokens=cfg.antisd_max_solution_tokens,
+            max_tokens=s.max_solution_tokens,
             cut_after_answer=demonstration_cutter,
-            remove_thinking=cfg.antisd_remove_thinking,
+            remove_thinking=s.remove_thinking,
         )
+        self.teacher_context = ctx.TeacherContextBuilder(s, cleaner)
         self.last_antisd_batch: AntiSDBatch | None = None
         self._antisd_references: list = []
         self._antisd_rewards: torch.Tensor | None = None
+
+    @property
+    def gate(self):
+        return self.antisd_step.gate
+
+    @property
+    def sigma_ref(self):
+        return self.antisd_step.sigma_ref
 
     # --- TRL hooks --------------------------------------------------------------------------------------------
 
@@ -117,7 +121,6 @@ class AntiSDTrainer(GRPOTrainer):
     # --- AntiSD -----------------------------------------------------------------------------------------------
 
     def _antisd_advantages(self, prompts: list, out: dict) -> torch.Tensor:
-        cfg, device = self.args, self.accelerator.device
         completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
         mask_BT = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
 
@@ -129,85 +132,34 @@ class AntiSDTrainer(GRPOTrainer):
             ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
             student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1))
 
-        # Non-finite log-probs (overflow, a broken kernel) are dropped from the signal and counted, never propagated.
-        finite_BT = torch.isfinite(teacher_logp_BT) & torch.isfinite(student_logp_BT)
-        signal_mask_BT = mask_BT.bool() & finite_BT
-        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT)
-        teacher_ppl_B = sequence_ppl(teacher_logp_BT, signal_mask_BT)
-        student_ppl_B = sequence_ppl(student_logp_BT, signal_mask_BT)
+        result = self.antisd_step(StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT), self.antisd_reducer)
 
-        # One gate decision per step, from a global statistic
-        stat = self._gate_statistic(teacher_ent_BT, teacher_ppl_B, student_ppl_B, signal_mask_BT)
-        if self.gate.warmup_steps == 0:
-            gate_on = True
-        else:
-            was_calibrated = self.gate.calibrated
-            gate_on = self.gate.step(stat)
-            if not was_calibrated:
-                self.sigma_ref.observe(self._global_token_std(-u_BT, signal_mask_BT))
-
-        if cfg.antisd_shaping == "release":
-            signal_BT = release_signal(
-                u_BT, student_logp_BT, signal_mask_BT, self.antisd_signal_fn, sigma_ref=self.sigma_ref.value,
-                k_sigma=cfg.antisd_outlier_k, log_clip=cfg.antisd_log_clip, z_clip=cfg.antisd_z_clip, len_mask=cfg.antisd_len_mask,
-            )  # fmt: skip
-        else:
-            signal_BT = paper_signal(u_BT, student_logp_BT, signal_mask_BT, self.antisd_signal_fn)
-        lam_B = self._lambda(gate_on, teacher_ppl_B)
-        adv_BT = self.antisd_compose(out["advantages"], signal_BT, lam_B, signal_mask_BT)
-
-        if cfg.antisd_log_categories_every and self.state.global_step % cfg.antisd_log_categories_every == 0:
-            self._log_categories(completion_ids, u_BT, signal_mask_BT)
-        self._log_antisd(u_BT, signal_BT, signal_mask_BT, lam_B, gate_on, stat, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, ctx_stats, truncated)
+        every = self.args.antisd.log_categories_every
+        if every and self.state.global_step % every == 0:
+            self._log_categories(completion_ids, result.u_BT, result.signal_mask_BT)
+        self._log_antisd(result.metrics, ctx_stats, truncated)
         self.last_antisd_batch = AntiSDBatch(
-            self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, signal_mask_BT,
-            lam_B, gate_on, self.sigma_ref.value, adv_BT, out["prompt_ids"], completion_ids, teacher_texts,
+            self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, result.signal_mask_BT,
+            result.lam_B, result.gate_on, self.sigma_ref.value, result.advantages_BT, out["prompt_ids"], completion_ids, teacher_texts,
         )  # fmt: skip
-        return adv_BT.to(device)
+        return result.advantages_BT.to(self.accelerator.device)
 
     def _teacher_texts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[list, dict]:
         """Each local rollout's teacher prompt (messages or text), from the globally gathered group."""
-        cfg, tok = self.args, self.processing_class
+        tok = self.processing_class
         local_texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(completion_ids, completion_mask)]
         all_texts = gather_object(local_texts)
         rewards = self._antisd_rewards.tolist()
-        if len(rewards) != len(all_texts):
-            raise RuntimeError(f"{len(rewards)} gathered rewards for {len(all_texts)} gathered completions")
-        picks = ctx.select_demonstrations([-math.inf if math.isnan(r) else r for r in rewards], self.num_generations, cfg.antisd_success_threshold)
+        group_ids = [i // self.num_generations for i in range(len(rewards))]
         offset = self.accelerator.process_index * len(prompts)
-        teacher, n_demo, n_ref, n_demo_cut = [], 0, 0, 0
-        for i, prompt in enumerate(prompts):
-            g = offset + i
-            demo = None
-            if picks[g] is not None:
-                demo, cut = self.clean_demonstration(all_texts[picks[g]])
-                n_demo, n_demo_cut = n_demo + 1, n_demo_cut + int(cut)
-            elif cfg.antisd_solution_source == "group_then_reference" and self._antisd_references[i]:
-                demo, cut = self.clean_demonstration(self._antisd_references[i])
-                n_ref, n_demo_cut = n_ref + 1, n_demo_cut + int(cut)
-            feedback = None
-            if cfg.antisd_include_feedback and not math.isnan(rewards[g]):
-                feedback = cfg.antisd_feedback_correct if rewards[g] >= cfg.antisd_success_threshold else cfg.antisd_feedback_incorrect
-            if isinstance(prompt, str):
-                teacher.append(ctx.teacher_user_text(prompt, demo, feedback, ctx.ContextTemplates()))
-            else:
-                user = ctx.teacher_user_text(ctx.last_user_text(prompt), demo, feedback, ctx.ContextTemplates())
-                teacher.append(ctx.teacher_messages(prompt, user))
-        return teacher, {"demo": n_demo, "reference": n_ref, "demo_truncated": n_demo_cut, "n": len(prompts)}
+        rows = range(offset, offset + len(prompts))
+        return self.teacher_context.build(rows, prompts, self._antisd_references, all_texts, rewards, group_ids)
 
     def _tokenize_teacher(self, teacher: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
         """Left-padded teacher prompt ⊕ the student's completion tokens; prompts over budget are head/tail cut."""
-        tok, budget = self.processing_class, self.args.antisd_max_reprompt_len
-        sep = tok("\n...\n", add_special_tokens=False)["input_ids"]
-        kwargs = self.chat_template_kwargs or {}
-        rows, truncated = [], 0
-        for item in teacher:
-            if isinstance(item, str):
-                ids = tok(item, add_special_tokens=False)["input_ids"]
-            else:
-                ids = list(tok.apply_chat_template(item, add_generation_prompt=True, tokenize=True, return_dict=False, **kwargs))
-            truncated += int(len(ids) > budget)
-            rows.append(ctx.head_tail_truncate(ids, budget, sep))
+        tok = self.processing_class
+        encoded = [ctx.teacher_prompt_ids(tok, item, self.args.antisd, self.chat_template_kwargs) for item in teacher]
+        rows, truncated = [ids for ids, _ in encoded], sum(int(cut) for _, cut in encoded)
         width = max(len(r) for r in rows)
         prompt_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=completion_ids.dtype)
         prompt_mask = torch.zeros((len(rows), width), dtype=completion_mask.dtype)
@@ -231,84 +183,18 @@ class AntiSDTrainer(GRPOTrainer):
             )
         return logp.float(), ent.float()
 
-    def _global_sum(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
-        return self.accelerator.reduce(t, reduction="sum").tolist()
-
-    def _global_token_std(self, x_BT: torch.Tensor, mask_BT: torch.Tensor) -> float:
-        m = mask_BT.bool()
-        s, ss, n = self._global_sum([x_BT[m].double().sum().item(), x_BT[m].double().square().sum().item(), m.sum().item()])
-        return math.sqrt(max(ss / n - (s / n) ** 2, 0.0)) if n else float("nan")
-
-    def _gate_statistic(self, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT) -> float:
-        name = self.args.antisd_gate_signal
-        if name == "teacher_entropy_median":
-            padded = self.accelerator.pad_across_processes(torch.where(mask_BT, teacher_ent_BT, torch.nan), dim=1, pad_index=float("nan"))
-            values = self.accelerator.gather(padded).flatten()
-            values = values[~torch.isnan(values)]
-            return values.median().item() if values.numel() else float("nan")
-        ppl_B = teacher_ppl_B if name == "teacher_ppl" else student_ppl_B
-        keep_B = (ppl_B <= self.args.antisd_ppl_spike) & mask_BT.any(dim=1)
-        total, count = self._global_sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])
-        return total / count if count else float("nan")
-
-    def _tau(self) -> float:
-        cfg, warm = self.args, self.gate.warm
-        if cfg.antisd_lambda_tau_offset is not None:
-            tau = warm - cfg.antisd_lambda_tau_offset
-        else:
-            tau = cfg.antisd_gate_down_ratio * warm
-        return max(tau, cfg.antisd_gate_min_threshold) if cfg.antisd_gate_min_threshold is not None else tau
-
-    def _lambda(self, gate_on: bool, teacher_ppl_B: torch.Tensor) -> torch.Tensor:
-        cfg = self.args
-        if not gate_on:
-            return torch.zeros_like(teacher_ppl_B)
-        if cfg.antisd_lambda_mode == "constant":
-            return torch.full_like(teacher_ppl_B, cfg.antisd_lambda_max)
-        return teacher_ppl_lambda(
-            teacher_ppl_B, self._tau(), coef=cfg.antisd_lambda_coef, alpha=cfg.antisd_lambda_alpha,
-            lam_min=cfg.antisd_lambda_min, lam_max=cfg.antisd_lambda_max, ppl_spike=cfg.antisd_ppl_spike,
-        )  # fmt: skip
-
-    def _log_antisd(self, u_BT, signal_BT, mask_BT, lam_B, gate_on, stat, teacher_ent_BT, teacher_ppl_B, student_ppl_B, resp_mask_BT, ctx_stats, truncated):
-        m = mask_BT.bool()
-        u, sig = u_BT[m].double(), signal_BT[m].double()
-        neg, pos = u < 0, u > 0
-        sums = self._global_sum([
-            m.sum().item(), u.sum().item(), u.square().sum().item(), neg.sum().item(), (u < -5).sum().item(),
-            sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), lam_B.sum().item(), lam_B.numel(),
-            teacher_ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(), student_ppl_B.double().sum().item(),
-            float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"]),
-            float((resp_mask_BT.bool() & ~m).sum().item()), float((lam_B > 0).sum().item()),
-        ])  # fmt: skip
-        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, ndemo, ndcut, ntrunc, nseq, nref, nonfin, nlam_pos) = sums
-        local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
-        u_min = self.accelerator.gather(local_min.reshape(1)).min().item()
-        metrics = {
-            "antisd/u_mean": su / max(n, 1),
-            "antisd/u_std": math.sqrt(max(suu / max(n, 1) - (su / max(n, 1)) ** 2, 0.0)),
-            "antisd/frac_u_neg": nneg / max(n, 1),
-            "antisd/frac_u_below_-5": ntail / max(n, 1),
-            "antisd/u_min": u_min if math.isfinite(u_min) else float("nan"),
-            "antisd/signal_mean_u_neg": sneg / max(nneg, 1),
-            "antisd/signal_mean_u_pos": spos / max(npos, 1),
-            "antisd/lambda_mean": slam / max(nlam, 1),
-            "antisd/frac_seq_lambda_pos": nlam_pos / max(nlam, 1),
-            "antisd/gate_on": float(gate_on),
-            "antisd/gate_calibrated": float(self.gate.calibrated or self.gate.warmup_steps == 0),
-            "antisd/gate_statistic": stat,
-            "antisd/teacher_entropy_mean": sent / max(n, 1),
-            "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
-            "antisd/student_ppl_mean": ssppl / max(nseq, 1),
+    def _log_antisd(self, step_metrics: dict, ctx_stats: dict, truncated: int) -> None:
+        """The step's metrics plus the context counts, reduced over processes, into TRL's metric store."""
+        ndemo, ndcut, ntrunc, nseq, nref = self.antisd_reducer.sum(
+            [float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"])]
+        )
+        metrics = dict(step_metrics)
+        metrics |= {
             "antisd/demo_fraction": ndemo / max(nseq, 1),
             "antisd/reference_fraction": nref / max(nseq, 1),
             "antisd/demo_truncated": ndcut,
             "antisd/teacher_prompt_truncated": ntrunc,
-            "antisd/nonfinite_tokens": nonfin,
         }
-        if self.sigma_ref.value is not None:
-            metrics["antisd/sigma_ref"] = self.sigma_ref.value
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
 
@@ -334,7 +220,7 @@ class AntiSDTrainer(GRPOTrainer):
         if self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump({"gate": self.gate.state_dict(), "sigma_ref": self.sigma_ref.state_dict()}, f, indent=2)
+                json.dump(self.antisd_step.state_dict(), f, indent=2)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -344,8 +230,4 @@ class AntiSDTrainer(GRPOTrainer):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} is missing: this checkpoint was not written by AntiSDTrainer")
         with open(path) as f:
-            state = json.load(f)
-        self.gate.load_state_dict(state["gate"])
-        self.sigma_ref.load_state_dict(state["sigma_ref"])
-        if self.args.antisd_recalibrate_on_resume:
-            self.gate.recalibrate()
+            self.antisd_step.load_state_dict(json.load(f))

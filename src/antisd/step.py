@@ -1,0 +1,237 @@
+"""``AntiSDStep``: the method's step for one generation batch, the same for every framework.
+
+A framework (the TRL trainer, the verl plug-in) gathers the inputs of one generation batch: the rows this process
+holds, with their sequence advantages, teacher and student log-probs of the sampled tokens, teacher entropies
+(only for the paper's entropy gate) and response masks; plus a :class:`Reducer` for the few cross-process sums.
+The step returns the [B, T] advantages and the ``antisd/*`` metrics, and owns everything that persists across
+steps: the gate, σ_ref and the warm perplexity that τ is computed from (``state_dict`` / ``load_state_dict``).
+
+Every decision that must be the same on all processes (gate, σ_ref, τ) is taken from globally reduced values,
+so processes holding different rows take the same decision. Pure tensor code plus :mod:`antisd.core`; no
+framework imports.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import torch
+
+from antisd.core import (
+    COMPOSERS,
+    SchmittGate,
+    SigmaRef,
+    get_signal,
+    paper_signal,
+    release_signal,
+    sequence_ppl,
+    teacher_ppl_lambda,
+    token_pmi,
+)
+from antisd.settings import AntiSDSettings
+
+
+class Reducer(Protocol):
+    """Cross-process reductions a framework provides (identity on one process)."""
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Elementwise sum of ``values`` over processes (float64)."""
+
+    def gather(self, x_N: torch.Tensor) -> torch.Tensor:
+        """1-D ``x_N`` of every process, concatenated (lengths may differ between processes)."""
+
+
+class LocalReducer:
+    """The reducer of a single process: sums and gathers are the identity."""
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        return torch.tensor(list(values), dtype=torch.float64).tolist()
+
+    def gather(self, x_N: torch.Tensor) -> torch.Tensor:
+        return x_N.flatten()
+
+
+LOCAL = LocalReducer()
+
+
+@dataclass
+class StepInputs:
+    """One process's rows of a generation batch. B rows, T response positions (right-padded)."""
+
+    seq_adv_B: torch.Tensor
+    """[B] outcome advantages A_seq (group-normalised by the framework)."""
+    teacher_logp_BT: torch.Tensor
+    """[B, T] log π_T of the sampled tokens under the privileged context."""
+    student_logp_BT: torch.Tensor
+    """[B, T] log π_S of the same tokens under the plain prompt."""
+    response_mask_BT: torch.Tensor
+    """[B, T] 1 on response tokens that take part in the loss."""
+    teacher_entropy_BT: torch.Tensor | None = None
+    """[B, T] full-vocabulary teacher entropy; needed only by the entropy gate."""
+    microbatch_B: torch.Tensor | None = None
+    """[B] micro-batch index of each row; used only by warmup_statistic='release_microbatch' (None: one micro-batch)."""
+
+
+@dataclass
+class StepOutput:
+    advantages_BT: torch.Tensor
+    """[B, T] advantages for the policy loss (A_seq at masked positions)."""
+    u_BT: torch.Tensor
+    signal_BT: torch.Tensor
+    signal_mask_BT: torch.Tensor
+    """[B, T] response tokens with finite teacher and student log-probs (the tokens the term acts on)."""
+    lam_B: torch.Tensor
+    gate_on: bool
+    statistic: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class AntiSDStep:
+    """The AntiSD advantage of one generation batch, with the state that persists across batches."""
+
+    def __init__(self, settings: AntiSDSettings):
+        self.settings = s = settings
+        self.signal_fn = get_signal(s.signal)
+        self.compose = COMPOSERS[s.compose]
+        warmup = s.gate_warmup_steps if s.needs_warmup else 0
+        # A disabled gate still calibrates (σ_ref, τ) but never closes: down_ratio 0 is below any statistic.
+        self.gate = SchmittGate(
+            warmup_steps=warmup,
+            down_ratio=s.gate_down_ratio if s.gate else 0.0,
+            up_ratio=s.gate_up_ratio if s.gate else 0.0,
+            min_threshold=s.gate_min_threshold if s.gate else None,
+            lag=s.gate_lag,
+        )
+        self.sigma_ref = SigmaRef(warmup_steps=max(warmup, 1))
+
+    # --- the step -----------------------------------------------------------------------------------------------
+
+    def __call__(self, x: StepInputs, reducer: Reducer = LOCAL) -> StepOutput:
+        s = self.settings
+        teacher_logp_BT, student_logp_BT, mask_BT = x.teacher_logp_BT, x.student_logp_BT, x.response_mask_BT
+        # Non-finite log-probs (overflow, a broken kernel) are dropped from the signal and counted, never propagated.
+        finite_BT = torch.isfinite(teacher_logp_BT) & torch.isfinite(student_logp_BT)
+        signal_mask_BT = mask_BT.bool() & finite_BT
+        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT)
+        teacher_ppl_B = sequence_ppl(teacher_logp_BT, signal_mask_BT)
+        student_ppl_B = sequence_ppl(student_logp_BT, signal_mask_BT)
+
+        # One gate decision per step, from a global statistic
+        stat = self.gate_statistic(x.teacher_entropy_BT, teacher_ppl_B, student_ppl_B, signal_mask_BT, reducer)
+        if self.gate.warmup_steps == 0:
+            gate_on = True
+        else:
+            was_calibrated = self.gate.calibrated
+            gate_on = self.gate.step(stat)
+            if not was_calibrated:
+                self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
+
+        if s.shaping == "release":
+            signal_BT = release_signal(
+                u_BT, student_logp_BT, signal_mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
+                k_sigma=s.outlier_k, log_clip=s.log_clip, z_clip=s.z_clip, len_mask=s.len_mask,
+            )  # fmt: skip
+        else:
+            signal_BT = paper_signal(u_BT, student_logp_BT, signal_mask_BT, self.signal_fn)
+        lam_B = self.lambdas(gate_on, teacher_ppl_B)
+        adv_BT = self.compose(x.seq_adv_B, signal_BT, lam_B, signal_mask_BT)
+
+        out = StepOutput(adv_BT, u_BT, signal_BT, signal_mask_BT, lam_B, gate_on, stat)
+        out.metrics = self._metrics(out, x, teacher_ppl_B, student_ppl_B, reducer)
+        return out
+
+    def gate_statistic(self, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, reducer: Reducer) -> float:
+        """The gate's global statistic for this batch (module docstring of :mod:`antisd.core.gate`)."""
+        s = self.settings
+        if s.gate_signal == "teacher_entropy_median":
+            if teacher_ent_BT is None:
+                raise ValueError("the entropy gate needs teacher_entropy_BT")
+            values = reducer.gather(teacher_ent_BT[mask_BT.bool()].float())
+            values = values[~torch.isnan(values)]
+            return values.median().item() if values.numel() else float("nan")
+        ppl_B = teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B
+        keep_B = (ppl_B <= s.ppl_spike) & mask_BT.any(dim=1)
+        total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])
+        return total / count if count else float("nan")
+
+    def tau(self) -> float:
+        """The release λ_i threshold τ: max(down_ratio·m, floor), or m − offset (sd.sh), m the warm value."""
+        s, warm = self.settings, self.gate.warm
+        tau = warm - s.lambda_tau_offset if s.lambda_tau_offset is not None else s.gate_down_ratio * warm
+        return max(tau, s.gate_min_threshold) if s.gate_min_threshold is not None else tau
+
+    def lambdas(self, gate_on: bool, teacher_ppl_B: torch.Tensor) -> torch.Tensor:
+        """[B] λ_i: 0 with the gate shut, λ_max (paper) or the release's per-sequence λ_i from teacher PPL."""
+        s = self.settings
+        if not gate_on:
+            return torch.zeros_like(teacher_ppl_B)
+        if s.lambda_mode == "constant":
+            return torch.full_like(teacher_ppl_B, s.lambda_max)
+        return teacher_ppl_lambda(
+            teacher_ppl_B, self.tau(), coef=s.lambda_coef, alpha=s.lambda_alpha,
+            lam_min=s.lambda_min, lam_max=s.lambda_max, ppl_spike=s.ppl_spike,
+        )  # fmt: skip
+
+    # --- metrics ------------------------------------------------------------------------------------------------
+
+    def _metrics(self, out: StepOutput, x: StepInputs, teacher_ppl_B, student_ppl_B, reducer: Reducer) -> dict[str, float]:
+        m = out.signal_mask_BT
+        u, sig, lam_B = out.u_BT[m].double(), out.signal_BT[m].double(), out.lam_B
+        ent_BT = x.teacher_entropy_BT if x.teacher_entropy_BT is not None else torch.full_like(out.u_BT, math.nan)
+        neg, pos = u < 0, u > 0
+        sums = reducer.sum([
+            m.sum().item(), u.sum().item(), u.square().sum().item(), neg.sum().item(), (u < -5).sum().item(),
+            sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), lam_B.sum().item(), lam_B.numel(),
+            ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(), student_ppl_B.double().sum().item(),
+            float(lam_B.numel()), float((x.response_mask_BT.bool() & ~m).sum().item()), float((lam_B > 0).sum().item()),
+        ])  # fmt: skip
+        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, nseq, nonfin, nlam_pos) = sums
+        local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
+        u_min = reducer.gather(local_min.reshape(1)).min().item()
+        metrics = {
+            "antisd/u_mean": su / max(n, 1),
+            "antisd/u_std": math.sqrt(max(suu / max(n, 1) - (su / max(n, 1)) ** 2, 0.0)),
+            "antisd/frac_u_neg": nneg / max(n, 1),
+            "antisd/frac_u_below_-5": ntail / max(n, 1),
+            "antisd/u_min": u_min if math.isfinite(u_min) else float("nan"),
+            "antisd/signal_mean_u_neg": sneg / max(nneg, 1),
+            "antisd/signal_mean_u_pos": spos / max(npos, 1),
+            "antisd/lambda_mean": slam / max(nlam, 1),
+            "antisd/frac_seq_lambda_pos": nlam_pos / max(nlam, 1),
+            "antisd/gate_on": float(out.gate_on),
+            "antisd/gate_calibrated": float(self.gate.calibrated or self.gate.warmup_steps == 0),
+            "antisd/gate_statistic": out.statistic,
+            "antisd/teacher_entropy_mean": sent / max(n, 1),
+            "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
+            "antisd/student_ppl_mean": ssppl / max(nseq, 1),
+            "antisd/nonfinite_tokens": nonfin,
+        }
+        if self.sigma_ref.value is not None:
+            metrics["antisd/sigma_ref"] = self.sigma_ref.value
+        return metrics
+
+    # --- state --------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"gate": self.gate.state_dict(), "sigma_ref": self.sigma_ref.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.gate.load_state_dict(state["gate"])
+        self.sigma_ref.load_state_dict(state["sigma_ref"])
+        if self.settings.recalibrate_on_resume:
+            self.gate.recalibrate()
+
+
+def global_token_std(x_BT: torch.Tensor, mask_BT: torch.Tensor, reducer: Reducer) -> float:
+    """Population std of ``x`` over the valid tokens of every process (one-pass sums, float64)."""
+    m = mask_BT.bool()
+    s, ss, n = reducer.sum([x_BT[m].double().sum().item(), x_BT[m].double().square().sum().item(), m.sum().item()])
+    return math.sqrt(max(ss / n - (s / n) ** 2, 0.0)) if n else float("nan")
+
+
+def upper_median(values: Sequence[float]) -> float:
+    """The upper median (the released code's choice for an even count), unlike ``statistics.median``."""
+    return statistics.median_high(values)
