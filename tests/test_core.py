@@ -292,3 +292,48 @@ def test_masked_median_and_empty():
     m = torch.tensor([[1, 0, 1], [1, 0, 0]])
     assert core.masked_median(x, m).item() == 2.0
     assert math.isnan(core.masked_median(x, torch.zeros_like(m)).item())
+
+
+# --- fixtures that separate median from mean, `<` from `<=`, and the spike boundary (issue #10) ---------------
+
+
+def test_gate_warm_value_is_the_median_not_the_mean():
+    gate = core.SchmittGate(warmup_steps=3, down_ratio=0.5, up_ratio=1.0)
+    for stat in (1.0, 2.0, 9.0):  # median 2, mean 4
+        gate.step(stat)
+    assert gate.warm == 2.0 and gate.tau_down == 1.0 and gate.tau_up == 2.0
+
+
+def test_gate_closes_strictly_below_tau_down_and_reopens_at_tau_up():
+    gate = core.SchmittGate(warmup_steps=1, down_ratio=0.5, up_ratio=1.0, lag=0)
+    gate.step(4.0)  # warm 4: τ_down 2, τ_up 4
+    assert gate.step(2.0) is True  # equal to τ_down: stays open (stat < τ_down closes)
+    assert gate.step(1.999) is False
+    assert gate.step(3.999) is False  # below τ_up: stays shut
+    assert gate.step(4.0) is True  # equal to τ_up: reopens (stat ≥ τ_up)
+
+
+def test_gate_rearms_from_the_floor_when_the_floor_binds():
+    floor = core.SchmittGate(warmup_steps=1, down_ratio=0.93, up_ratio=1.07, min_threshold=1.01, rearm_from_floor=True)
+    plain = core.SchmittGate(warmup_steps=1, down_ratio=0.93, up_ratio=1.07, min_threshold=1.01)
+    for g in (floor, plain):
+        g.step(1.05)  # 0.93·1.05 = 0.9765 < 1.01: the floor binds
+    assert floor.tau_down == plain.tau_down == 1.01
+    assert floor.tau_up == pytest.approx(1.07 * 1.01 / 0.93) and plain.tau_up == pytest.approx(1.07 * 1.05)
+    high = core.SchmittGate(warmup_steps=1, down_ratio=0.93, up_ratio=1.07, min_threshold=1.01, rearm_from_floor=True)
+    high.step(2.0)  # the floor does not bind: both rules agree
+    assert high.tau_up == pytest.approx(1.07 * 2.0)
+
+
+def test_sigma_ref_is_the_mean_of_warmup_stds_not_the_median():
+    ref_ = core.SigmaRef(warmup_steps=3)
+    for v in (1.0, 2.0, 9.0):  # mean 4, median 2
+        ref_.observe(v)
+    assert ref_.value == 4.0
+
+
+def test_ppl_spike_zeroes_lambda_strictly_above_the_spike():
+    ppl_B = torch.tensor([3.0, 3.0001, 2.0])
+    lam_B = core.teacher_ppl_lambda(ppl_B, tau=1.0, ppl_spike=3.0)
+    assert lam_B[0] == pytest.approx(0.2 * math.log(3.0))  # exactly at the spike: kept
+    assert lam_B[1] == 0.0 and lam_B[2] == pytest.approx(0.2 * math.log(2.0))

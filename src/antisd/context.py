@@ -99,10 +99,15 @@ def teacher_user_text(prompt_text: str, demonstration: str | None, feedback: str
     return prompt_text
 
 
-def teacher_messages(prompt_messages: list[dict], user_text: str) -> list[dict]:
-    """Original system messages + one user message holding the reprompt text."""
-    system = [m for m in prompt_messages if m.get("role") == "system"]
-    return system + [{"role": "user", "content": user_text}]
+def teacher_messages(prompt_messages: list[dict], user_text: str, mode: str = "system_and_last_user") -> list[dict]:
+    """The teacher's message list: one user message holding the reprompt text, after either the original system
+    messages ('system_and_last_user') or every original message but the last ('all_but_last', the release)."""
+    kept = prompt_messages[:-1] if mode == "all_but_last" else [m for m in prompt_messages if m.get("role") == "system"]
+    return list(kept) + [{"role": "user", "content": user_text}]
+
+
+# The release's demonstration budget: min(max_solution_tokens, max_reprompt_len − prompt − feedback − 300) ≥ 128.
+RELEASE_BUDGET_MARGIN, RELEASE_BUDGET_FLOOR = 300, 128
 
 
 def last_user_text(prompt_messages: list[dict]) -> str:
@@ -125,16 +130,17 @@ class DemonstrationCleaner:
     cut_after_answer: Callable[[str], str] | None = None
     remove_thinking: bool = False
 
-    def __call__(self, text: str) -> tuple[str, bool]:
-        """Returns (demonstration, was_truncated)."""
+    def __call__(self, text: str, max_tokens: int | None = None) -> tuple[str, bool]:
+        """Returns (demonstration, was_truncated); ``max_tokens`` overrides the budget for this call."""
+        budget = self.max_tokens if max_tokens is None else max_tokens
         if self.remove_thinking:
             text = strip_thinking(text)
         if self.cut_after_answer is not None:
             text = self.cut_after_answer(text)
         ids = self.tokenize(text)
-        if len(ids) <= self.max_tokens:
+        if len(ids) <= budget:
             return text, False
-        return self.detokenize(head_tail_truncate(ids, self.max_tokens, self.tokenize("\n...\n"))), True
+        return self.detokenize(head_tail_truncate(ids, budget, self.tokenize("\n...\n"))), True
 
 
 @dataclass
@@ -160,38 +166,42 @@ class TeacherContextBuilder:
             raise RuntimeError(f"{len(rewards)} gathered rewards for {len(texts)} gathered completions")
         scored = [-math.inf if math.isnan(r) else r for r in rewards]
         picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)
-        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows)}
+        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows), "has_context": []}
         for g, prompt, reference in zip(rows, prompts, references):
-            demo = None
-            if picks[g] is not None:
-                demo, cut = self.clean(texts[picks[g]])
-                stats["demo"] += 1
-                stats["demo_truncated"] += int(cut)
-            elif s.solution_source == "group_then_reference" and reference:
-                demo, cut = self.clean(reference)
-                stats["reference"] += 1
-                stats["demo_truncated"] += int(cut)
+            prompt_text = prompt if isinstance(prompt, str) else last_user_text(prompt)
             feedback = None
             if s.include_feedback and not math.isnan(rewards[g]):
                 feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
-            if isinstance(prompt, str):
-                teacher.append(teacher_user_text(prompt, demo, feedback, self.templates))
-            else:
-                user = teacher_user_text(last_user_text(prompt), demo, feedback, self.templates)
-                teacher.append(teacher_messages(prompt, user))
+            source = texts[picks[g]] if picks[g] is not None else reference if s.solution_source == "group_then_reference" else None
+            demo = None
+            if source:
+                demo, cut = self.clean(source, self._demo_budget(prompt_text, feedback))
+                stats["demo" if picks[g] is not None else "reference"] += 1
+                stats["demo_truncated"] += int(cut)
+            stats["has_context"].append(bool(demo or feedback))
+            user = teacher_user_text(prompt_text, demo, feedback, self.templates)
+            teacher.append(user if isinstance(prompt, str) else teacher_messages(prompt, user, s.teacher_messages))
         return teacher, stats
+
+    def _demo_budget(self, prompt_text: str, feedback: str | None) -> int:
+        s = self.settings
+        if not s.solution_budget_from_prompt:
+            return s.max_solution_tokens
+        used = len(self.clean.tokenize(prompt_text)) + len(self.clean.tokenize(self.templates.feedback.format(feedback_raw=feedback) if feedback else ""))
+        return max(min(s.max_solution_tokens, s.max_reprompt_len - used - RELEASE_BUDGET_MARGIN), RELEASE_BUDGET_FLOOR)
 
 
 def teacher_prompt_ids(tokenizer: Any, teacher_prompt: Any, settings: AntiSDSettings, chat_template_kwargs: dict | None = None) -> tuple[list[int], bool]:
     """Token ids of one teacher prompt (chat template with the generation prompt), head/tail cut to the budget.
 
     ``tokenizer`` is a Hugging Face tokenizer (duck-typed: ``__call__`` and ``apply_chat_template``). A string
-    prompt is tokenized as TRL tokenizes the student's string prompts. Returns (ids, was_truncated).
+    prompt is tokenized exactly as TRL tokenizes the student's string prompts (special tokens such as BOS
+    included), so teacher and student differ only by the context. Returns (ids, was_truncated).
     """
     if isinstance(teacher_prompt, str):
-        ids = tokenizer(teacher_prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(teacher_prompt)["input_ids"]
     else:
         ids = list(tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=True, tokenize=True, return_dict=False, **(chat_template_kwargs or {})))
-    sep = tokenizer("\n...\n", add_special_tokens=False)["input_ids"]
+    sep = tokenizer(settings.reprompt_separator, add_special_tokens=False)["input_ids"]
     budget = settings.max_reprompt_len
-    return head_tail_truncate(ids, budget, sep), len(ids) > budget
+    return head_tail_truncate(ids, budget, sep, settings.reprompt_head_fraction), len(ids) > budget

@@ -199,7 +199,13 @@ _RELEASE = AntiSDSettings(
     gate_signal="teacher_ppl",
     gate_up_ratio=1.07,
     gate_min_threshold=1.01,
+    gate_rearm_from_floor=True,
     gate_lag=1,
+    warmup_statistic="release_microbatch",
+    solution_budget_from_prompt=True,
+    reprompt_head_fraction=1 / 3,
+    reprompt_separator=" ... ",
+    teacher_messages="all_but_last",
 )
 
 PRESETS: dict[str, AntiSDSettings] = {

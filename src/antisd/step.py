@@ -73,6 +73,9 @@ class StepInputs:
     """[B, T] full-vocabulary teacher entropy; needed only by the entropy gate."""
     microbatch_B: torch.Tensor | None = None
     """[B] micro-batch index of each row; used only by warmup_statistic='release_microbatch' (None: one micro-batch)."""
+    has_context_B: torch.Tensor | None = None
+    """[B] False where the teacher saw no privileged context (no demonstration, no feedback): its input equals the
+    student's, u is padding noise, and the row gets no per-token term (None: every row has context)."""
 
 
 @dataclass
@@ -104,8 +107,14 @@ class AntiSDStep:
             up_ratio=s.gate_up_ratio if s.gate else 0.0,
             min_threshold=s.gate_min_threshold if s.gate else None,
             lag=s.gate_lag,
+            rearm_from_floor=s.gate_rearm_from_floor and s.gate,
         )
         self.sigma_ref = SigmaRef(warmup_steps=max(warmup, 1))
+        # τ is a teacher-perplexity threshold, so its warm value m is calibrated on teacher PPL whatever the gate
+        # measures (issue #10 item 8); with a teacher-PPL gate both are the same number.
+        self.ppl_warm_values: list[float] = []
+        self.microbatch_warm_values: list[float] = []
+        self.ppl_warm: float | None = None
 
     # --- the step -----------------------------------------------------------------------------------------------
 
@@ -128,16 +137,24 @@ class AntiSDStep:
             gate_on = self.gate.step(stat)
             if not was_calibrated:
                 self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
+                self._observe_warm_ppl(teacher_ppl_B, signal_mask_BT, x.microbatch_B, reducer)
+                if self.gate.calibrated:
+                    self._calibrate_ppl(reducer)
+
+        # Rows whose teacher saw no privileged context carry no PMI, only padding noise (item 9): no term there.
+        term_mask_BT = signal_mask_BT
+        if x.has_context_B is not None and s.signal != "no_teacher":
+            term_mask_BT = signal_mask_BT & x.has_context_B.bool().to(signal_mask_BT.device)[:, None]
 
         if s.shaping == "release":
             signal_BT = release_signal(
-                u_BT, student_logp_BT, signal_mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
+                u_BT, student_logp_BT, term_mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
                 k_sigma=s.outlier_k, log_clip=s.log_clip, z_clip=s.z_clip, len_mask=s.len_mask,
             )  # fmt: skip
         else:
-            signal_BT = paper_signal(u_BT, student_logp_BT, signal_mask_BT, self.signal_fn)
+            signal_BT = paper_signal(u_BT, student_logp_BT, term_mask_BT, self.signal_fn)
         lam_B = self.lambdas(gate_on, teacher_ppl_B)
-        adv_BT = self.compose(x.seq_adv_B, signal_BT, lam_B, signal_mask_BT)
+        adv_BT = self.compose(x.seq_adv_B, signal_BT, lam_B, term_mask_BT)
 
         out = StepOutput(adv_BT, u_BT, signal_BT, signal_mask_BT, lam_B, gate_on, stat)
         out.metrics = self._metrics(out, x, teacher_ppl_B, student_ppl_B, reducer)
@@ -152,14 +169,41 @@ class AntiSDStep:
             values = reducer.gather(teacher_ent_BT[mask_BT.bool()].float())
             values = values[~torch.isnan(values)]
             return values.median().item() if values.numel() else float("nan")
-        ppl_B = teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B
-        keep_B = (ppl_B <= s.ppl_spike) & mask_BT.any(dim=1)
+        return self._ppl_statistic(teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B, mask_BT, reducer)
+
+    def _ppl_statistic(self, ppl_B: torch.Tensor, mask_BT: torch.Tensor, reducer: Reducer) -> float:
+        keep_B = (ppl_B <= self.settings.ppl_spike) & mask_BT.any(dim=1)
         total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])
         return total / count if count else float("nan")
 
+    def _observe_warm_ppl(self, teacher_ppl_B, mask_BT, microbatch_B, reducer: Reducer) -> None:
+        """Record this warm-up step's teacher-PPL statistic (and, for the release statistic, micro-batch means)."""
+        self.ppl_warm_values.append(self._ppl_statistic(teacher_ppl_B, mask_BT, reducer))
+        if self.settings.warmup_statistic != "release_microbatch":
+            return
+        rows_B = mask_BT.any(dim=1)
+        groups_B = microbatch_B if microbatch_B is not None else torch.zeros_like(teacher_ppl_B, dtype=torch.long)
+        for mb in groups_B[rows_B].unique().tolist():
+            mean = teacher_ppl_B[rows_B & (groups_B == mb)].double().mean().item()
+            if mean < self.settings.ppl_spike:  # the release drops a micro-batch whose mean PPL is ≥ 3
+                self.microbatch_warm_values.append(mean)
+
+    def _calibrate_ppl(self, reducer: Reducer) -> None:
+        """The warm teacher PPL m behind τ: median of the per-step statistics, or the release's statistic (the
+        upper median of this process's micro-batch means, averaged over processes), which the PPL gate then uses."""
+        if self.settings.warmup_statistic == "release_microbatch":
+            local = upper_median(self.microbatch_warm_values) if self.microbatch_warm_values else math.nan
+            total, count = reducer.sum([local if math.isfinite(local) else 0.0, float(math.isfinite(local))])
+            self.ppl_warm = total / count if count else math.nan
+            if self.settings.gate_signal == "teacher_ppl":
+                self.gate.set_warm(self.ppl_warm)
+            return
+        finite = [v for v in self.ppl_warm_values if math.isfinite(v)]
+        self.ppl_warm = statistics.median(finite) if finite else math.nan
+
     def tau(self) -> float:
-        """The release λ_i threshold τ: max(down_ratio·m, floor), or m − offset (sd.sh), m the warm value."""
-        s, warm = self.settings, self.gate.warm
+        """The release λ_i threshold τ: max(down_ratio·m, floor), or m − offset (sd.sh), m the warm teacher PPL."""
+        s, warm = self.settings, self.ppl_warm
         tau = warm - s.lambda_tau_offset if s.lambda_tau_offset is not None else s.gate_down_ratio * warm
         return max(tau, s.gate_min_threshold) if s.gate_min_threshold is not None else tau
 
@@ -187,8 +231,9 @@ class AntiSDStep:
             sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), lam_B.sum().item(), lam_B.numel(),
             ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(), student_ppl_B.double().sum().item(),
             float(lam_B.numel()), float((x.response_mask_BT.bool() & ~m).sum().item()), float((lam_B > 0).sum().item()),
+            float((~x.has_context_B.bool()).sum().item()) if x.has_context_B is not None else 0.0,
         ])  # fmt: skip
-        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, nseq, nonfin, nlam_pos) = sums
+        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, nseq, nonfin, nlam_pos, nnoctx) = sums
         local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
         u_min = reducer.gather(local_min.reshape(1)).min().item()
         metrics = {
@@ -208,7 +253,10 @@ class AntiSDStep:
             "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
             "antisd/student_ppl_mean": ssppl / max(nseq, 1),
             "antisd/nonfinite_tokens": nonfin,
+            "antisd/no_context_fraction": nnoctx / max(nseq, 1),
         }
+        if self.ppl_warm is not None:
+            metrics["antisd/warm_teacher_ppl"] = self.ppl_warm
         if self.sigma_ref.value is not None:
             metrics["antisd/sigma_ref"] = self.sigma_ref.value
         return metrics
@@ -216,13 +264,18 @@ class AntiSDStep:
     # --- state --------------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"gate": self.gate.state_dict(), "sigma_ref": self.sigma_ref.state_dict()}
+        ppl = {"warm_values": list(self.ppl_warm_values), "microbatch_values": list(self.microbatch_warm_values), "warm": self.ppl_warm}
+        return {"gate": self.gate.state_dict(), "sigma_ref": self.sigma_ref.state_dict(), "ppl": ppl}
 
     def load_state_dict(self, state: dict) -> None:
         self.gate.load_state_dict(state["gate"])
         self.sigma_ref.load_state_dict(state["sigma_ref"])
+        ppl = state.get("ppl") or {"warm_values": [], "microbatch_values": [], "warm": None}
+        self.ppl_warm_values, self.microbatch_warm_values = list(ppl["warm_values"]), list(ppl["microbatch_values"])
+        self.ppl_warm = ppl["warm"]
         if self.settings.recalibrate_on_resume:
             self.gate.recalibrate()
+            self.ppl_warm_values, self.microbatch_warm_values, self.ppl_warm = [], [], None
 
 
 def global_token_std(x_BT: torch.Tensor, mask_BT: torch.Tensor, reducer: Reducer) -> float:

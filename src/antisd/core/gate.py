@@ -7,7 +7,8 @@ The caller supplies one *global* statistic per training step (already reduced ov
 
 Warm-up: the first ``warmup_steps`` steps run with the gate shut (λ = 0, pure GRPO) and record the statistic;
 their median m is the warm value. Then τ_down = max(down_ratio·m, min_threshold), τ_up = up_ratio·m, and the gate
-opens. After warm-up:
+opens. The release re-derives the warm value from the floored τ (m' = τ_down/down_ratio), so with
+``rearm_from_floor`` τ_up = up_ratio·m' whenever the floor binds. After warm-up:
   g: 1 → 0 when stat < τ_down;   g: 0 → 1 when stat ≥ τ_up;   otherwise g is unchanged (hysteresis).
 ``lag=0`` (paper) applies the decision to the step whose statistic triggered it; ``lag=1`` (release) applies it
 from the next step on, since the released code decides at step boundaries from the previous step's average.
@@ -28,6 +29,7 @@ class SchmittGate:
         up_ratio: float = 1.0,
         min_threshold: float | None = None,
         lag: int = 0,
+        rearm_from_floor: bool = False,
     ):
         if lag not in (0, 1):
             raise ValueError(f"lag must be 0 or 1, got {lag}")
@@ -38,6 +40,7 @@ class SchmittGate:
         self.up_ratio = up_ratio
         self.min_threshold = min_threshold
         self.lag = lag
+        self.rearm_from_floor = rearm_from_floor
         self.steps = 0
         self.warm_values: list[float] = []
         self.warm: float | None = None
@@ -58,7 +61,18 @@ class SchmittGate:
 
     @property
     def tau_up(self) -> float | None:
-        return None if self.warm is None else self.up_ratio * self.warm
+        """up_ratio·m; with ``rearm_from_floor`` (release) up_ratio·τ_down/down_ratio, i.e. up_ratio·max(m, floor/down_ratio)."""
+        if self.warm is None:
+            return None
+        if self.rearm_from_floor and self.down_ratio > 0:
+            return self.up_ratio * (self.tau_down / self.down_ratio)
+        return self.up_ratio * self.warm
+
+    def set_warm(self, warm: float) -> None:
+        """Replace the warm value computed from the per-step statistics (a caller with a finer warm-up statistic)."""
+        if self.warm is None:
+            raise RuntimeError("set_warm before the warm-up has finished")
+        self.warm = float(warm)
 
     def step(self, stat: float) -> bool:
         """Feed this step's global statistic; returns whether the AntiSD term is on for this step."""
@@ -95,7 +109,7 @@ class SchmittGate:
         self.warm_values, self.warm, self.active = [], None, False
 
     def state_dict(self) -> dict:
-        keys = ("warmup_steps", "down_ratio", "up_ratio", "min_threshold", "lag", "steps", "warm", "active", "transitions", "skipped")
+        keys = ("warmup_steps", "down_ratio", "up_ratio", "min_threshold", "lag", "rearm_from_floor", "steps", "warm", "active", "transitions", "skipped")
         return {k: getattr(self, k) for k in keys} | {"warm_values": list(self.warm_values)}
 
     def load_state_dict(self, state: dict) -> None:

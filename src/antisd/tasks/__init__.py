@@ -75,6 +75,20 @@ def _boxed(text: str) -> str | None:
     return None if boxed is None else " ".join(boxed.split())
 
 
+def cut_after_last_boxed(text: str) -> str:
+    """Cut a math demonstration right after the closing brace of its last ``\\boxed{...}`` (release
+    ``truncate_solution_at_correct_answer``: a correct sibling's graded answer is its last boxed one). No box: as is."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return text
+    depth = 0
+    for j in range(start + len("\\boxed"), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[: j + 1]
+    return text
+
+
 def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
     """Rows of a JSONL file; a malformed line or a missing/empty field raises naming the line and the field."""
     rows = []
@@ -112,7 +126,7 @@ def math_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", an
     rows = [row(i, r) for i, r in enumerate(rows)]
     n_held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
     held = [EvalItem(r["prompt"], r) for r in rows[:n_held]]
-    return Task(name, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), None, _boxed)
+    return Task(name, rows[n_held:] or rows, held, lambda text, r: math_grade(text, r["answer"]), cut_after_last_boxed, _boxed)
 
 
 def local_rows(path: str) -> list[dict]:
@@ -163,7 +177,7 @@ def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     train = rows(n_train, seed)
     seen = {r["prompt"][0]["content"] for r in train}
     held = [r for r in rows(n_heldout * 2, seed + 1_000_003) if r["prompt"][0]["content"] not in seen][:n_heldout]
-    return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), None, _boxed)
+    return Task("gsm", train, [EvalItem(r["prompt"], r) for r in held], lambda text, r: math_grade(text, r["answer"]), cut_after_last_boxed, _boxed)
 
 
 @dataclass(frozen=True)

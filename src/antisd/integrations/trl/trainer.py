@@ -84,7 +84,7 @@ class AntiSDTrainer(GRPOTrainer):
             tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
             detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
             max_tokens=s.max_solution_tokens,
-            cut_after_answer=demonstration_cutter,
+            cut_after_answer=demonstration_cutter if s.cut_demonstration else None,
             remove_thinking=s.remove_thinking,
         )
         self.teacher_context = ctx.TeacherContextBuilder(s, cleaner)
@@ -132,7 +132,11 @@ class AntiSDTrainer(GRPOTrainer):
             ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
             student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1))
 
-        result = self.antisd_step(StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT), self.antisd_reducer)
+        B = completion_ids.size(0)
+        microbatch_B = torch.arange(B) // self.args.per_device_train_batch_size  # TRL's micro-batches of this process
+        has_context_B = torch.tensor(ctx_stats["has_context"], dtype=torch.bool)
+        inputs = StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT, microbatch_B, has_context_B)
+        result = self.antisd_step(inputs, self.antisd_reducer)
 
         every = self.args.antisd.log_categories_every
         if every and self.state.global_step % every == 0:

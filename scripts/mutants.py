@@ -1,0 +1,109 @@
+"""Mutation check: plant wiring and formula errors in the trainer and core, one at a time, and see which the
+tests kill. Rerun after any change to the trainer, step, context or core:
+
+    .venv/bin/python scripts/mutants.py            # all mutants (≈ 30 s each on 2 cores)
+    .venv/bin/python scripts/mutants.py tau_rearm  # some, by name
+
+Each mutant is a literal text replacement in one source file, applied to a copy of the repository in a temporary
+directory (the working tree is never touched). A mutant whose replacement text is not found is reported as
+STALE (the code moved on: update the list). Exit status 1 if any mutant survives or is stale.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+TRAINER = "src/antisd/integrations/trl/trainer.py"
+STEP = "src/antisd/step.py"
+CONTEXT = "src/antisd/context.py"
+MUTANTS = [
+    # the 7 trainer wiring errors of issue #10
+    Mutant("teacher_shift", TRAINER, "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1))",
+           "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1) + 1); teacher_logp_BT, teacher_ent_BT = teacher_logp_BT[:, :-1], teacher_ent_BT[:, :-1]",
+           "teacher log-probs shifted by one token"),
+    Mutant("self_demo", CONTEXT, "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)",
+           "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold, exclude_self=False)",
+           "a rollout shown its own text as the demonstration"),
+    Mutant("feedback_swap", CONTEXT, "feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect",
+           "feedback = s.feedback_incorrect if rewards[g] >= s.success_threshold else s.feedback_correct",
+           "correct/incorrect feedback swapped"),
+    Mutant("gate_student_ppl", STEP, 'teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B',
+           'student_ppl_B if s.gate_signal == "teacher_ppl" else teacher_ppl_B', "the PPL gate reads the student's PPL"),
+    Mutant("tau_rearm", STEP, "else s.gate_down_ratio * warm", "else s.gate_up_ratio * warm", "τ from the re-arm ratio"),
+    Mutant("no_generation_prompt", CONTEXT, "tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=True,",
+           "tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=False,", "add_generation_prompt=False on the teacher prompt"),
+    Mutant("right_padded_teacher", TRAINER, "[i, width - len(r) :]", "[i, : len(r)]", "teacher prompt right-padded"),
+    # the 4 core errors that survived the old fixtures
+    Mutant("spike_ge", "src/antisd/core/shaping.py", "torch.where(ppl_B.float() > ppl_spike", "torch.where(ppl_B.float() >= ppl_spike",
+           "PPL spike `>` → `>=`"),
+    Mutant("gate_le", "src/antisd/core/gate.py", "if self.active and stat < self.tau_down:", "if self.active and stat <= self.tau_down:",
+           "gate closes at `<=` instead of `<`"),
+    Mutant("warm_mean", "src/antisd/core/gate.py", "self.warm = statistics.median(self.warm_values)",
+           "self.warm = statistics.mean(self.warm_values)", "warm value: mean instead of median"),
+    Mutant("sigma_ref_median", "src/antisd/core/shaping.py", "self.value = sum(self.observed) / len(self.observed)",
+           "self.value = sorted(self.observed)[len(self.observed) // 2]", "σ_ref: median instead of mean"),
+    # further formula and wiring errors
+    Mutant("phi_sign", "src/antisd/core/signals.py", "return -jsd_phi(u_BT)", "return jsd_phi(u_BT)", "AntiSD signal with SD's sign"),
+    Mutant("zscore_unbiased", "src/antisd/core/masked.py", "return masked_mean(centred.square(), mask_BT, dim).sqrt()",
+           "return (masked_sum(centred.square(), mask_BT, dim) / (mask_BT.bool().sum() if dim is None else mask_BT.bool().sum(dim=dim)).sub(1).clamp(min=1)).sqrt()",
+           "unbiased instead of population std"),
+    Mutant("outlier_k", STEP, "k_sigma=s.outlier_k,", "k_sigma=s.outlier_k + 1.0,", "outlier threshold off by σ"),
+    Mutant("microbatch_lower_median", STEP, "local = upper_median(self.microbatch_warm_values)",
+           "local = statistics.median_low(self.microbatch_warm_values)", "release warm statistic: lower instead of upper median"),
+    Mutant("context_not_excluded", STEP, 'if x.has_context_B is not None and s.signal != "no_teacher":', "if False:",
+           "rows without privileged context keep the term"),
+    Mutant("teacher_messages_all", CONTEXT, 'kept = prompt_messages[:-1] if mode == "all_but_last"', 'kept = prompt_messages if mode == "all_but_last"',
+           "release teacher message list keeps the last message"),
+]
+
+
+def run(mutant: Mutant, workdir: Path) -> tuple[str, float]:
+    target = workdir / mutant.path
+    original = target.read_text()
+    if mutant.old not in original:
+        return "STALE", 0.0
+    target.write_text(original.replace(mutant.old, mutant.new))
+    env = os.environ | {"PYTHONPATH": str(workdir / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS], cwd=workdir, env=env, capture_output=True, text=True)
+    target.write_text(original)
+    return ("killed" if proc.returncode != 0 else "SURVIVED"), time.time() - start
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not names or m.name in names]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "repo"
+        shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info"))
+        bad = 0
+        print(f"{'mutant':26} {'result':9} {'secs':>5}  what")
+        for m in chosen:
+            result, secs = run(m, work)
+            bad += result != "killed"
+            print(f"{m.name:26} {result:9} {secs:5.0f}  {m.what} ({m.path})", flush=True)
+    print(f"{len(chosen) - bad} of {len(chosen)} killed")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,246 @@
+"""End-to-end oracle for the trainer (issue #10).
+
+A seeded 2-step run of `antisd train` on the shipped testbed model. From the raw rollouts (prompts, sampled
+token ids), TRL's rewards and a snapshot of the weights at generation time, this file recomputes, with its own
+code written from the paper/release equations and the released template strings:
+every teacher prompt (text and tokens), every teacher and student log-prob (one unpadded forward per rollout),
+the gate statistic, the warm value, σ_ref, τ, λ_i and the [B, T] advantages; and asserts they equal what the
+trainer used and what reached TRL's loss. It calls none of the trainer's, step's, context's or core's helpers.
+`scripts/mutants.py` plants wiring errors in the trainer and shows that this test fails for each.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from antisd import cli
+from antisd.integrations.trl import AntiSDTrainer
+from antisd.runtime import load_model
+from antisd.tasks import countdown as cd
+
+pytestmark = pytest.mark.slow
+
+G, PROMPTS, STEPS = 4, 4, 2
+FEEDBACK_OK, FEEDBACK_BAD = "Your answer is correct.", "Your answer is incorrect."
+LN2 = math.log(2.0)
+
+
+@pytest.fixture
+def record(monkeypatch):
+    """What the trainer saw and produced at each step, captured around TRL's and our hooks."""
+    rec = {"gen": [], "loss": [], "teacher_in": [], "teacher_tok": [], "rewards": [], "batch": []}
+    orig_gen, orig_rew = AntiSDTrainer._generate_and_score_completions, AntiSDTrainer._calculate_rewards
+    orig_tok, orig_loss = AntiSDTrainer._tokenize_teacher, AntiSDTrainer._compute_loss
+
+    def gen(self, inputs):
+        weights = copy.deepcopy(self.model.state_dict())
+        out = orig_gen(self, inputs)
+        if self.model.training:
+            keep = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+            rec["gen"].append({"weights": weights, "prompts": [x["prompt"] for x in inputs]} | {k: out[k].clone() for k in keep})
+            rec["batch"].append(self.last_antisd_batch)
+        return out
+
+    def rewards(self, inputs, prompts, completions, completion_ids_list):
+        r = orig_rew(self, inputs, prompts, completions, completion_ids_list)
+        rec["rewards"].append(r.clone())
+        return r
+
+    def tokenize(self, teacher, completion_ids, completion_mask):
+        ids, mask, truncated = orig_tok(self, teacher, completion_ids, completion_mask)
+        rec["teacher_in"].append(copy.deepcopy(teacher))
+        rec["teacher_tok"].append((ids.clone(), mask.clone()))
+        return ids, mask, truncated
+
+    def loss(self, model, inputs):
+        rec["loss"].append({k: inputs[k].detach().clone() for k in ("advantages", "prompt_ids", "completion_ids")})
+        return orig_loss(self, model, inputs)
+
+    monkeypatch.setattr(AntiSDTrainer, "_generate_and_score_completions", gen)
+    monkeypatch.setattr(AntiSDTrainer, "_calculate_rewards", rewards)
+    monkeypatch.setattr(AntiSDTrainer, "_tokenize_teacher", tokenize)
+    monkeypatch.setattr(AntiSDTrainer, "_compute_loss", loss)
+    return rec
+
+
+# --- the oracle: everything below is written from the equations, not from the package ----------------------
+
+
+def teacher_user_text(prompt: str, demo: str | None, feedback: str) -> str:
+    """The released code's reprompt strings (SelfDistillationConfig defaults), written out."""
+    if demo is not None:
+        return f"{prompt}\nYour previous attempt:\n\n{demo}\n\n\nPrevious assessment: {feedback}\n\n\nNow solve this problem step by step.\n"
+    return f"{prompt}\nPrevious assessment: {feedback}\n\n\nNow solve this problem step by step.\n"
+
+
+def forward_logp_entropy(model, prompt_ids: list[int], response_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p and entropy of each response token, from one unpadded forward (temperature 1)."""
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    P, T = len(prompt_ids), len(response_ids)
+    logp_all = F.log_softmax(logits[P - 1 : P + T - 1], dim=-1)
+    logp = logp_all.gather(1, torch.tensor(response_ids)[:, None]).squeeze(1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def grpo_advantages(rewards: list[float]) -> list[float]:
+    """(r − mean_g) / (std_g + 1e-4), unbiased std, 0 for a uniform group (TRL's scale_rewards='group')."""
+    out = []
+    for g in range(0, len(rewards), G):
+        group = rewards[g : g + G]
+        mean = sum(group) / G
+        std = math.sqrt(sum((r - mean) ** 2 for r in group) / (G - 1))
+        out += [0.0 if max(group) == min(group) else (r - mean) / (std + 1e-4) for r in group]
+    return out
+
+
+def phi(u: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (F.softplus(u) - LN2)
+
+
+def lower_median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[(len(values) - 1) // 2]
+
+
+def oracle_step(rec: dict, k: int, tok, model_path: Path, release: bool) -> dict:
+    """Teacher prompts, log-probs and per-row quantities of step k from the raw rollouts."""
+    gen = rec["gen"][k]
+    model, _ = load_model(str(model_path))
+    model.load_state_dict(gen["weights"])
+    model.eval()
+    rewards = rec["rewards"][k].sum(dim=1).tolist()  # one reward function, weight 1
+    responses = [ids[m.bool()].tolist() for ids, m in zip(gen["completion_ids"], gen["completion_mask"])]
+    texts = [tok.decode(r, skip_special_tokens=True) for r in responses]
+    rows = []
+    for i, prompt in enumerate(gen["prompts"]):
+        start = (i // G) * G
+        sibling = next((j for j in range(start, start + G) if j != i and rewards[j] >= 1.0), None)
+        demo = cd.truncate_demonstration(texts[sibling]) if sibling is not None else None
+        feedback = FEEDBACK_OK if rewards[i] >= 1.0 else FEEDBACK_BAD
+        user = teacher_user_text(prompt[-1]["content"], demo, feedback)
+        messages = (prompt[:-1] if release else [m for m in prompt if m["role"] == "system"]) + [{"role": "user", "content": user}]
+        teacher_prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+        student_prompt = list(tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+        assert len(teacher_prompt) < 4096 - 300 and (demo is None or len(tok(demo)["input_ids"]) < 128)  # no budget cut here
+        t, h = forward_logp_entropy(model, teacher_prompt, responses[i])
+        s, _ = forward_logp_entropy(model, student_prompt, responses[i])
+        rows.append({"messages": messages, "teacher_ids": teacher_prompt + responses[i], "student_prompt": student_prompt, "t": t, "s": s, "h": h, "demo": demo})
+    return {"rows": rows, "rewards": rewards, "adv_seq": grpo_advantages(rewards), "responses": responses}
+
+
+def ppl(t: torch.Tensor) -> float:
+    return math.exp(-t.double().mean().item())
+
+
+def paper_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[float]]:
+    """Paper Alg. 1 with W = 1: step 1 warms up (λ = 0), then λ = 0.5·g, g from the median-entropy Schmitt trigger."""
+    stats = [lower_median([v for r in st["rows"] for v in r["h"].tolist()]) for st in steps]
+    warm, gate_on, advantages = stats[0], [False], []
+    tau_down, tau_up, active = 0.93 * warm, 1.0 * warm, True
+    for stat in stats[1:]:  # lag 0: this step's statistic decides this step
+        if active and stat < tau_down:
+            active = False
+        elif not active and stat >= tau_up:
+            active = True
+        gate_on.append(active)
+    for st, on in zip(steps, gate_on):
+        lam = 0.5 if on else 0.0
+        advantages.append([a + lam * -phi(r["t"] - r["s"]) for a, r in zip(st["adv_seq"], st["rows"])])
+    return advantages, stats
+
+
+def release_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[float], dict]:
+    """The released grpo_ca path with W = 1 (digest §3.3, §4.2), one micro-batch per step on one process."""
+    ppls = [[ppl(r["t"]) for r in st["rows"]] for st in steps]
+    stats = [sum(p for p in ps if p <= 3.0) / sum(p <= 3.0 for p in ps) for ps in ppls]  # gate: mean over PPL ≤ 3
+    mb_mean = sum(ppls[0]) / len(ppls[0])  # the warm-up micro-batch: mean over all its sequences, kept if < 3
+    assert mb_mean < 3.0
+    m = mb_mean  # upper median of one value
+    tau = max(0.93 * m, 1.01)
+    sigma_ref = torch.cat([r["s"] - r["t"] for r in steps[0]["rows"]]).double().std(unbiased=False).item()
+    advantages = [[torch.full_like(r["t"], a) for a, r in zip(steps[0]["adv_seq"], steps[0]["rows"])]]  # warm-up: λ = 0
+    lambdas = []
+    for st, ps in zip(steps[1:], ppls[1:]):  # lag 1: the gate opened after warm-up and this step runs with it on
+        step_adv = []
+        for a, r, p in zip(st["adv_seq"], st["rows"], ps):
+            u = r["t"] - r["s"]
+            u = torch.where(u.abs() > 2.0 * sigma_ref, torch.zeros_like(u), u).clamp(-5.0, 5.0)
+            prm = -phi(u)
+            z = ((prm - prm.mean()) / prm.std(unbiased=False).clamp(min=1e-6)).clamp(-5.0, 5.0)
+            lam = 0.0 if p > 3.0 else min(max(0.1 * 2.0 * math.log(min(max(p / tau, 0.5), 3.0)), 0.0), 0.5)
+            lambdas.append(lam)
+            step_adv.append(a + lam * z)
+        advantages.append(step_adv)
+    return advantages, stats, {"m": m, "tau": tau, "sigma_ref": sigma_ref, "lambdas": lambdas}
+
+
+# --- the test --------------------------------------------------------------------------------------------------
+
+
+def _run(out: Path, preset: str) -> list[dict]:
+    argv = [
+        "train", "--model", "testbed", "--output_dir", str(out), "--preset", preset, "--steps", str(STEPS),
+        "--prompts_per_step", str(PROMPTS), "--num_generations", str(G), "--max_completion_length", "96",
+        "--eval_k", "0", "--save_steps", "0", "--antisd_gate_warmup_steps", "1", "--seed", "0",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("preset", ["antisd", "antisd_release"])
+def test_trainer_matches_independent_oracle(tmp_path, record, preset):
+    release = preset == "antisd_release"
+    metrics = [m for m in _run(tmp_path / preset, preset) if "antisd/gate_statistic" in m]
+    model_path = Path(__file__).resolve().parents[1] / "src" / "antisd" / "assets" / "testbed"
+    _, tok = load_model(str(model_path))
+    steps = [oracle_step(record, k, tok, model_path, release) for k in range(STEPS)]
+    assert len(record["gen"]) == STEPS == len(metrics)
+
+    n_demo = 0
+    for k, st in enumerate(steps):
+        gen, batch = record["gen"][k], record["batch"][k]
+        ids, mask = record["teacher_tok"][k]
+        for i, row in enumerate(st["rows"]):
+            # teacher prompt text and tokens, student prompt tokens
+            assert record["teacher_in"][k][i] == row["messages"], f"step {k} row {i}: teacher messages"
+            assert ids[i][mask[i].bool()].tolist() == row["teacher_ids"], f"step {k} row {i}: teacher tokens"
+            assert gen["prompt_ids"][i][gen["prompt_mask"][i].bool()].tolist() == row["student_prompt"]
+            # log-probs of the sampled tokens: padded batched forward (trainer) vs unpadded forward (oracle)
+            n = len(st["responses"][i])
+            torch.testing.assert_close(batch.teacher_logp_BT[i, :n], row["t"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: teacher log-probs: {e}")
+            torch.testing.assert_close(batch.student_logp_BT[i, :n], row["s"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: student log-probs: {e}")
+            n_demo += row["demo"] is not None
+    assert n_demo > 0, "no rollout had a correct sibling: the demonstration path was not exercised"
+
+    if release:
+        expected, stats, cal = release_advantages(steps)
+        assert metrics[-1]["antisd/warm_teacher_ppl"] == pytest.approx(cal["m"], abs=1e-5)
+        assert metrics[-1]["antisd/sigma_ref"] == pytest.approx(cal["sigma_ref"], abs=1e-6)
+        assert metrics[-1]["antisd/lambda_mean"] == pytest.approx(sum(cal["lambdas"]) / len(cal["lambdas"]), abs=1e-6)
+        assert any(lam > 0 for lam in cal["lambdas"]), "λ_i was 0 everywhere: τ and λ were not exercised"
+    else:
+        expected, stats = paper_advantages(steps)
+    for k in range(STEPS):
+        assert metrics[k]["antisd/gate_statistic"] == pytest.approx(stats[k], abs=1e-5), f"step {k}: gate statistic"
+
+    nontrivial = 0
+    for k, st in enumerate(steps):
+        loss_in = record["loss"][k]
+        got = {(tuple(p.tolist()), tuple(c.tolist())): a for p, c, a in zip(loss_in["prompt_ids"], loss_in["completion_ids"], loss_in["advantages"])}
+        gen = record["gen"][k]
+        for i, adv in enumerate(expected[k]):
+            key = (tuple(gen["prompt_ids"][i].tolist()), tuple(gen["completion_ids"][i].tolist()))
+            n = len(st["responses"][i])
+            torch.testing.assert_close(got[key][:n], adv.float(), atol=5e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: advantages at TRL's loss: {e}")
+            nontrivial += int((adv - st["adv_seq"][i]).abs().max() > 1e-3)
+    assert nontrivial > 0, "the per-token term never changed an advantage: the oracle would not see a wrong term"
