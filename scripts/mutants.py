@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The oracle runs first, so a wiring error it catches is reported as killed by it.
 TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py"]
 
 
@@ -77,17 +78,18 @@ MUTANTS = [
 ]
 
 
-def run(mutant: Mutant, workdir: Path) -> tuple[str, float]:
+def run(mutant: Mutant, workdir: Path) -> tuple[str, float, str]:
     target = workdir / mutant.path
     original = target.read_text()
     if mutant.old not in original:
-        return "STALE", 0.0
+        return "STALE", 0.0, ""
     target.write_text(original.replace(mutant.old, mutant.new))
     env = os.environ | {"PYTHONPATH": str(workdir / "src"), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS], cwd=workdir, env=env, capture_output=True, text=True)
     target.write_text(original)
-    return ("killed" if proc.returncode != 0 else "SURVIVED"), time.time() - start
+    failed = [line.split(" ")[1].split("::", 1)[-1] for line in proc.stdout.splitlines() if line.startswith("FAILED ")]
+    return ("killed" if proc.returncode != 0 else "SURVIVED"), time.time() - start, (failed[0] if failed else "")
 
 
 def main(names: list[str]) -> int:
@@ -96,11 +98,11 @@ def main(names: list[str]) -> int:
         work = Path(tmp) / "repo"
         shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info"))
         bad = 0
-        print(f"{'mutant':26} {'result':9} {'secs':>5}  what")
+        print(f"{'mutant':24} {'result':8} {'secs':>4}  {'killed by':58} what")
         for m in chosen:
-            result, secs = run(m, work)
+            result, secs, by = run(m, work)
             bad += result != "killed"
-            print(f"{m.name:26} {result:9} {secs:5.0f}  {m.what} ({m.path})", flush=True)
+            print(f"{m.name:24} {result:8} {secs:4.0f}  {by[:58]:58} {m.what}", flush=True)
     print(f"{len(chosen) - bad} of {len(chosen)} killed")
     return 1 if bad else 0
 

@@ -97,6 +97,82 @@ def test_html_escapes_model_output(tmp_path):
 
 
 
+def test_category_interval_is_a_bootstrap_over_rollouts():
+    """Issue #10 item 13: tokens within a rollout are correlated; the interval resamples whole rollouts."""
+    def rec(rollout, u):
+        return pmi.TokenRecord(rollout, 0, " Wait", u, 0.0, 0.5, 0.5, 1.0, 1.0, {v: 0.0 for v in pmi.VARIANTS})
+
+    # 2 rollouts of 50 identical tokens each: the token-level interval is tiny, the honest one is not
+    records = [rec(0, -1.0) for _ in range(50)] + [rec(1, 1.0) for _ in range(50)]
+    boot = pmi.rollout_bootstrap(records)
+    naive = pmi.mean_ci([r.u for r in records])
+    assert boot["mean"] == pytest.approx(0.0) and boot["n_rollouts"] == 2
+    assert boot["lo"] == pytest.approx(-1.0) and boot["hi"] == pytest.approx(1.0)  # resamples {-1,-1}, {1,1}, mixed
+    assert boot["ci95"] > 5 * naive["ci95"]
+    assert math.isnan(pmi.rollout_bootstrap(records[:50])["ci95"])  # one rollout: no interval
+    stats = pmi.statistics_of(records, {"deliberation": ("wait",)}, min_count=1)
+    assert stats["categories"]["deliberation"]["u"] == boot
+
+
+def test_html_marks_bidi_controls_and_nul(tmp_path):
+    evil = pmi.TokenRecord(0, 0, "abc\u202egnp.exe\u0000\u2066x", -1.0, 0.0, 0.5, 0.2, 1.0, 1.0, {v: 0.0 for v in pmi.VARIANTS})
+    pmi.density_png(_records(), tmp_path / "d.png")
+    page = pmi.render_html("t\u202e", [evil], pmi.statistics_of([evil], {}, min_count=1), tmp_path / "d.png", {0: "h\u2067"})
+    for ch in ("\u202e", "\u0000", "\u2066", "\u2067"):
+        assert ch not in page
+    assert "U+202E" in page and "U+0000" in page
+
+
+class _Tok:
+    eos_token_id = 9
+
+    def __len__(self):
+        return 10
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [int(c) for c in text]}
+
+
+def test_rollouts_file_keeps_token_ids_and_never_appends_eos_to_truncated(tmp_path):
+    """Issue #10 item 12: scored tokens are the sampled ones; an EOS that was never sampled is never scored."""
+    from antisd.commands.pmi import read_rollouts
+
+    f = tmp_path / "r.jsonl"
+    f.write_text('{"problem": 1, "completion_ids": [3, 4, 5]}\n{"problem": 0, "completion": "12", "truncated": true}\n{"problem": 0, "completion": "7"}\n')
+    assert read_rollouts(f, 2, _Tok()) == [(0, [1, 2]), (0, [7, 9]), (1, [3, 4, 5])]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"problem": 5, "completion": "1"}', r"r.jsonl:1: 'problem' must be an index in 0..1"),
+        ('{"problem": -1, "completion": "1"}', r"r.jsonl:1: 'problem' must be an index in 0..1"),
+        ('{"problem": 0}', r"r.jsonl:1: needs 'completion_ids'"),
+        ('{"problem": 0, "completion_ids": [99]}', r"r.jsonl:1: 'completion_ids' must be"),
+        ("{not json", r"r.jsonl:1: not valid JSON"),
+    ],
+)
+def test_rollouts_file_errors_name_the_line(tmp_path, line, message):
+    from antisd.commands.pmi import read_rollouts
+
+    f = tmp_path / "r.jsonl"
+    f.write_text(line + "\n")
+    with pytest.raises(ValueError, match=message):
+        read_rollouts(f, 2, _Tok())
+
+
+def test_problems_cover_a_whole_file_task(tmp_path):
+    """Issue #10 item 11: a .jsonl task holds out 10% of its rows; --problems and indices reach the rest."""
+    from antisd.commands.pmi import _problems
+    from antisd.tasks import load_task
+
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": str(i)}) + "\n" for i in range(20)))
+    task = load_task(str(f))
+    assert len(task.heldout) == 2
+    items = _problems(task, 15)
+    assert [it.row["answer"] for it in items] == [str(i) for i in range(15)]  # file order, no gap, no repeat
+
 
 @pytest.mark.slow
 def test_pmi_cli_outputs_and_renders_in_chromium(tmp_path):

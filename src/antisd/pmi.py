@@ -77,6 +77,35 @@ def mean_ci(values: list[float]) -> dict:
     return {"n": n, "mean": statistics.fmean(values), "ci95": 1.96 * sd / math.sqrt(n) if n > 1 else float("nan")}
 
 
+def rollout_bootstrap(records: list, value=lambda r: r.u, resamples: int = 1000, seed: int = 0) -> dict:
+    """Token-weighted mean of ``value`` with a 95% interval from a bootstrap over *rollouts*.
+
+    Tokens within one rollout are correlated, so a token-level normal interval is too narrow; resampling whole
+    rollouts (with replacement) and recomputing the token-weighted mean gives the honest interval. ``ci95`` is
+    half the 2.5–97.5 percentile width; ``lo``/``hi`` are the percentiles. Fewer than 2 rollouts: NaN width.
+    """
+    import random
+
+    by_rollout: dict[int, list[float]] = {}
+    for r in records:
+        by_rollout.setdefault(r.rollout, []).append(value(r))
+    n = sum(len(v) for v in by_rollout.values())
+    if n == 0:
+        return {"n": 0, "n_rollouts": 0, "mean": float("nan"), "ci95": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    sums = [(sum(v), len(v)) for v in by_rollout.values()]
+    mean = sum(s for s, _ in sums) / n
+    if len(sums) < 2:
+        return {"n": n, "n_rollouts": len(sums), "mean": mean, "ci95": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    rng = random.Random(seed)
+    boots = []
+    for _ in range(resamples):
+        pick = [sums[rng.randrange(len(sums))] for _ in sums]
+        boots.append(sum(s for s, _ in pick) / sum(c for _, c in pick))
+    boots.sort()
+    lo, hi = boots[int(0.025 * resamples)], boots[int(0.975 * resamples) - 1]
+    return {"n": n, "n_rollouts": len(sums), "mean": mean, "ci95": (hi - lo) / 2, "lo": lo, "hi": hi}
+
+
 def asymmetry(values: list[float]) -> dict:
     if not values:
         return {}
@@ -106,10 +135,10 @@ def statistics_of(records: list[TokenRecord], categories: dict[str, tuple[str, .
         late = [r for r in members if r.position >= skip_first]
         cats[name] = {
             "words": list(words),
-            "u": mean_ci([r.u for r in members]),
-            "u_minus_control": mean_ci([r.u_control for r in members]),
-            "u_late": mean_ci([r.u for r in late]),
-            "u_minus_control_late": mean_ci([r.u_control for r in late]),
+            "u": rollout_bootstrap(members),
+            "u_minus_control": rollout_bootstrap(members, lambda r: r.u_control),
+            "u_late": rollout_bootstrap(late),
+            "u_minus_control_late": rollout_bootstrap(late, lambda r: r.u_control),
             "advantage": {v: mean_ci([r.advantage[v] for r in members])["mean"] for v in VARIANTS},
         }
     as_row = lambda x: {"token": x[0], "mean_u": x[1], "mean_u_minus_control": x[2], "count": x[3]}  # noqa: E731
@@ -154,15 +183,28 @@ def _colour(u: float, scale: float = 3.0) -> str:
     return f"rgba(40,90,220,{0.85 * -x:.3f})"
 
 
+# Bidi overrides/isolates and other invisible controls can reorder what a reader sees inside a rollout block;
+# they are replaced by a visible marker before escaping (newline and tab stay: they are rendered).
+_CONTROLS = {c for c in range(0x20) if c not in (0x09, 0x0A)} | {0x7F} | set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+
+
+def _mark_controls(text: str) -> str:
+    return "".join(f"⟦U+{ord(ch):04X}⟧" if ord(ch) in _CONTROLS else ch for ch in text)
+
+
+def _esc(text: str) -> str:
+    return html.escape(_mark_controls(str(text)))
+
+
 def _span(r: TokenRecord) -> str:
     title = f"u={r.u:.3f} u−u_ctrl={r.u_control:.3f} π_S={r.p_student:.3f} π_T={r.p_teacher:.3f} H_S={r.h_student:.2f} H_T={r.h_teacher:.2f}"
-    text = html.escape(r.token).replace("\n", "↵<br>")
-    return f'<span class="tok" style="background:{_colour(r.u)}" title="{html.escape(title)}" data-u="{r.u:.4f}">{text}</span>'
+    text = _esc(r.token).replace("\n", "↵<br>")
+    return f'<span class="tok" style="background:{_colour(r.u)}" title="{_esc(title)}" data-u="{r.u:.4f}">{text}</span>'
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(_cell(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -178,7 +220,7 @@ def render_html(title: str, records: list[TokenRecord], stats: dict, density_png
     blocks = []
     for i in sorted(by_rollout)[:max_rollouts]:
         spans = "".join(_span(r) for r in by_rollout[i])
-        blocks.append(f'<div class="rollout"><div class="hdr">{html.escape(rollout_headers.get(i, f"rollout {i}"))}</div><div class="toks">{spans}</div></div>')
+        blocks.append(f'<div class="rollout"><div class="hdr">{_esc(rollout_headers.get(i, f"rollout {i}"))}</div><div class="toks">{spans}</div></div>')
     cat_rows = []
     for name, c in stats["categories"].items():
         row = {"category": name, "n": c["u"]["n"], "mean u": c["u"]["mean"], "±95%": c["u"]["ci95"], "mean u−u_ctrl": c["u_minus_control"]["mean"],
@@ -193,8 +235,8 @@ def render_html(title: str, records: list[TokenRecord], stats: dict, density_png
         ".toks{font-family:monospace;font-size:13px;line-height:1.9;white-space:pre-wrap}.tok{border-radius:2px}"
     )
     return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{css}</style></head><body>
-<h1>{html.escape(title)}</h1>
+<html><head><meta charset="utf-8"><title>{_esc(title)}</title><style>{css}</style></head><body>
+<h1>{_esc(title)}</h1>
 <p>u = log π_T − log π_S per sampled token (the PMI between the token and the privileged context). Red: u &gt; 0
 (the context makes the token more likely: "shortcut"); blue: u &lt; 0 (less likely: "deliberation"). Hover a
 token for its values. u_ctrl is the same rollout scored by a control teacher whose context is another problem's

@@ -34,7 +34,7 @@ class PMIConfig:
     G: int = 4
     """Rollouts per problem (the group that supplies demonstrations)."""
     rollouts: str = ""
-    """Optional JSONL of pre-generated rollouts: {"problem": index, "completion": text} per line."""
+    """Optional JSONL of pre-generated rollouts, one per line: {"problem": index, "completion_ids": [token ids]} (scored exactly as sampled) or {"problem": index, "completion": text, "truncated": bool} (re-tokenized; EOS appended only when not truncated)."""
     context: str = "group"
     """'group' (a correct sibling, as in training), 'reference' (the problem's reference solution) or 'group_then_reference'."""
     temperature: float = 1.0
@@ -77,14 +77,12 @@ def main(cfg: PMIConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model, tok = load_model(cfg.model)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.problems)
-    items = task.heldout[: cfg.problems]
+    items = _problems(task, cfg.problems)
     student_prompts = [_prompt_text(tok, it.messages) for it in items]
 
     # 1. Rollouts, grouped by problem (G consecutive rows per problem)
     if cfg.rollouts:
-        rows = [json.loads(x) for x in Path(cfg.rollouts).read_text().splitlines() if x.strip()]
-        rollouts = [(int(r["problem"]), tok(r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for r in rows]
-        rollouts.sort(key=lambda x: x[0])
+        rollouts = read_rollouts(Path(cfg.rollouts), len(items), tok)
     else:
         print(f"sampling {cfg.G} rollouts for {len(items)} problems")
         rollouts = sample(model, tok, student_prompts, cfg.G, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
@@ -118,7 +116,7 @@ def main(cfg: PMIConfig) -> dict:
     stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "accuracy": sum(rewards) / len(rewards),
               "demo_fraction": sum(d is not None for d in demo_of) / len(demo_of), "context": cfg.context}  # fmt: skip
     pmi.density_png(records, out / "density.png")
-    headers = {k: f"problem {p} · reward {rewards[k]:.0f} · context: {'demonstration' if demo_of[k] else 'feedback only'}" for k, (p, _) in enumerate(rollouts)}
+    headers = {k: f"problem {p} · reward {rewards[k]:.0f} · context: {_context_label(demo_of[k], items[p].row.get('reference'))}" for k, (p, _) in enumerate(rollouts)}
     (out / "pmi.html").write_text(pmi.render_html(f"PMI diagnostic: {cfg.model} on {task.name}", records, stats, out / "density.png", headers))
     (out / "pmi.json").write_text(json.dumps(stats, indent=2, default=float))
     with (out / "tokens.jsonl").open("w") as f:
@@ -126,6 +124,51 @@ def main(cfg: PMIConfig) -> dict:
             f.write(json.dumps(r) + "\n")
     _print(stats)
     return stats
+
+
+def _problems(task, n: int) -> list:
+    """The first ``n`` problems: the held-out split, topped up with training rows in order where it is shorter
+    (a file task holds out only a fraction of the file), so ``--problems`` and problem indices cover the file."""
+    from antisd.tasks import EvalItem
+
+    items = list(task.heldout[:n])
+    return items + [EvalItem(r["prompt"], r) for r in task.train_rows[: n - len(items)]]
+
+
+def read_rollouts(path: Path, n_problems: int, tok) -> list[tuple[int, list[int]]]:
+    """Rollouts from JSONL, sorted by problem; token ids are used as given, text is re-tokenized with an EOS only
+    when the rollout was not truncated. A bad line is named with its 1-based number."""
+    rollouts = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+        p = r.get("problem")
+        if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < n_problems:
+            raise ValueError(f"{where}: 'problem' must be an index in 0..{n_problems - 1} (there are {n_problems} problems; raise --problems), got {p!r}")
+        if "completion_ids" in r:
+            ids = r["completion_ids"]
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and 0 <= i < len(tok) for i in ids):
+                raise ValueError(f"{where}: 'completion_ids' must be a non-empty list of token ids below {len(tok)}")
+        elif isinstance(r.get("completion"), str):
+            ids = tok(r["completion"], add_special_tokens=False)["input_ids"] + ([] if r.get("truncated") else [tok.eos_token_id])
+        else:
+            raise ValueError(f"{where}: needs 'completion_ids' (token ids) or 'completion' (text)")
+        rollouts.append((p, list(ids)))
+    if not rollouts:
+        raise ValueError(f"{path}: no rollouts")
+    rollouts.sort(key=lambda x: x[0])
+    return rollouts
+
+
+def _context_label(demo: str | None, reference: str | None) -> str:
+    if demo is None:
+        return "feedback only"
+    return "reference solution" if reference is not None and demo == reference else "demonstration (a correct sibling)"
 
 
 def _others(k: int, rollouts) -> list[int]:
