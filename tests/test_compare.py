@@ -64,4 +64,4 @@ def test_variant_overrides_parse_and_name_bad_fields():
         compare.parse_variant("antisd@lambda=2")
     cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], output_dir="/tmp/x")
     rc = compare.run_config(cfg, "antisd@antisd_lambda_max=2", 1)
-    assert rc.preset == "antisd" and rc.antisd == preset("antisd").replace(lambda_max=2.0) and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")
+    assert rc.preset == "antisd" and rc.antisd == preset("antisd").replace(lambda_max=2.0, diagnostics=True) and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")

@@ -60,8 +60,10 @@ def record(monkeypatch):
         return ids, mask, truncated
 
     def loss(self, model, inputs):
-        rec["loss"].append({k: inputs[k].detach().clone() for k in ("advantages", "prompt_ids", "completion_ids")})
-        return orig_loss(self, model, inputs)
+        result = orig_loss(self, model, inputs)  # read after: the per-token term may be composed inside the loss
+        keys = ("advantages", "prompt_ids", "completion_ids", "antisd_student_logp")
+        rec["loss"].append({k: inputs[k].detach().clone() for k in keys if k in inputs})
+        return result
 
     monkeypatch.setattr(AntiSDTrainer, "_generate_and_score_completions", gen)
     monkeypatch.setattr(AntiSDTrainer, "_calculate_rewards", rewards)
@@ -218,7 +220,6 @@ def test_trainer_matches_independent_oracle(tmp_path, record, preset):
             # log-probs of the sampled tokens: padded batched forward (trainer) vs unpadded forward (oracle)
             n = len(st["responses"][i])
             torch.testing.assert_close(batch.teacher_logp_BT[i, :n], row["t"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: teacher log-probs: {e}")
-            torch.testing.assert_close(batch.student_logp_BT[i, :n], row["s"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: student log-probs: {e}")
             n_demo += row["demo"] is not None
     assert n_demo > 0, "no rollout had a correct sibling: the demonstration path was not exercised"
 
@@ -236,11 +237,17 @@ def test_trainer_matches_independent_oracle(tmp_path, record, preset):
     nontrivial = 0
     for k, st in enumerate(steps):
         loss_in = record["loss"][k]
-        got = {(tuple(p.tolist()), tuple(c.tolist())): a for p, c, a in zip(loss_in["prompt_ids"], loss_in["completion_ids"], loss_in["advantages"])}
+        keys = [(tuple(p.tolist()), tuple(c.tolist())) for p, c in zip(loss_in["prompt_ids"], loss_in["completion_ids"])]
+        got = dict(zip(keys, loss_in["advantages"]))
+        # student log-probs: the trainer's own (a generation-time forward) or the training forward's (at the loss)
+        batch = record["batch"][k]
+        students = dict(zip(keys, loss_in["antisd_student_logp"])) if "antisd_student_logp" in loss_in else None
         gen = record["gen"][k]
         for i, adv in enumerate(expected[k]):
             key = (tuple(gen["prompt_ids"][i].tolist()), tuple(gen["completion_ids"][i].tolist()))
             n = len(st["responses"][i])
+            student = students[key] if students is not None else batch.student_logp_BT[i]
+            torch.testing.assert_close(student[:n].float(), st["rows"][i]["s"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: student log-probs: {e}")
             torch.testing.assert_close(got[key][:n], adv.float(), atol=5e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: advantages at TRL's loss: {e}")
             nontrivial += int((adv - st["adv_seq"][i]).abs().max() > 1e-3)
     assert nontrivial > 0, "the per-token term never changed an advantage: the oracle would not see a wrong term"

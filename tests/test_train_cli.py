@@ -37,8 +37,9 @@ def capture(monkeypatch):
     original_loss, original_adv = AntiSDTrainer._compute_loss, AntiSDTrainer._antisd_advantages
 
     def compute_loss(self, model, inputs):
+        result = original_loss(self, model, inputs)  # after: the per-token term may be composed inside the loss
         seen["loss_inputs"].append({k: inputs[k].detach().clone() for k in ("advantages", "prompt_ids", "completion_ids")})
-        return original_loss(self, model, inputs)
+        return result
 
     def antisd_advantages(self, prompts, out):
         adv = original_adv(self, prompts, out)
@@ -70,14 +71,19 @@ def test_resume_restores_gate_without_new_warmup(tiny_model, tmp_path, capture):
     assert capture["batches"][-1][0].gate_on == resumed["gate"]["active"] or resumed["gate"]["lag"] == 1
 
 
-def test_grpo_preset_gives_sequence_advantages_exactly(tiny_model, tmp_path, capture):
+def test_grpo_preset_is_plain_trl_unless_diagnostics_are_asked(tiny_model, tmp_path, capture):
     _run(tiny_model, tmp_path / "grpo", "grpo", "--steps", "1")
+    assert capture["batches"] == [] and capture["loss_inputs"][0]["advantages"].dim() == 1  # no teacher, TRL's [B]
+    lines = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("antisd/") for line in lines for k in line)
+    _run(tiny_model, tmp_path / "grpo-diag", "grpo", "--steps", "1", "--antisd_diagnostics", "true")
     batch, _, _ = capture["batches"][0]
-    loss_in = capture["loss_inputs"][0]
-    want = _rows(batch.prompt_ids, batch.completion_ids, batch.seq_adv_B[:, None].expand_as(batch.advantages_BT))
+    loss_in = capture["loss_inputs"][1]
+    assert loss_in["advantages"].dim() == 2
+    want = _rows(batch.prompt_ids, batch.completion_ids, batch.seq_adv_B[:, None].expand(-1, batch.completion_ids.size(1)))
     got = _rows(loss_in["prompt_ids"], loss_in["completion_ids"], loss_in["advantages"])
     for key in want:
-        assert torch.equal(got[key], want[key])
+        assert torch.equal(got[key], want[key])  # λ = 0: bit-identical to GRPO's sequence advantages
 
 
 def test_run_directory_contents(tiny_model, tmp_path):
@@ -133,18 +139,18 @@ def test_teacher_prompt_over_budget_is_truncated_and_counted(tiny_model, tmp_pat
 def test_nonfinite_logprobs_are_dropped_and_counted(tiny_model, tmp_path, capture, monkeypatch):
     original = AntiSDTrainer._score
 
-    def poisoned(self, ids, mask, n):
-        logp, ent = original(self, ids, mask, n)
-        logp[0, 0] = float("-inf")  # one valid token of the first rollout (teacher and student alike)
+    def poisoned(self, ids, mask, n, entropy=True):
+        logp, ent = original(self, ids, mask, n, entropy)
+        logp[0, 0] = float("-inf")  # one valid token of the first rollout (the teacher; the student comes from the loss)
         return logp, ent
 
     monkeypatch.setattr(AntiSDTrainer, "_score", poisoned)
     _run(tiny_model, tmp_path / "nf", "no_gate", "--steps", "1")
     batch, _, _ = capture["batches"][0]
     assert not batch.signal_mask_BT[0, 0]
-    assert torch.isfinite(batch.advantages_BT).all()
+    assert torch.isfinite(capture["loss_inputs"][0]["advantages"]).all()
     lines = [json.loads(x) for x in (tmp_path / "nf" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["antisd/nonfinite_tokens"] for x in lines if "antisd/nonfinite_tokens" in x] == [1.0]
+    assert [x["antisd/nonfinite_teacher_tokens"] for x in lines if "antisd/nonfinite_teacher_tokens" in x] == [1.0]
 
 
 def test_category_means_are_logged_every_n_steps(tiny_model, tmp_path):
@@ -164,3 +170,38 @@ def test_reference_solution_fallback_is_a_named_option(tiny_model, tmp_path, cap
     _run(tiny_model, tmp_path / "grp", "antisd", "--steps", "1", "--task", "gsm")  # default: group_only
     batch, _, _ = capture["batches"][1]
     assert not any("Your previous attempt:" in m[-1]["content"] for m in batch.teacher_texts)
+
+
+@pytest.mark.parametrize(
+    "preset, extra",
+    [
+        ("no_gate", []),  # paper shaping, term on from step 1
+        ("no_gate", ["--grad_accum", "2"]),  # two micro-batches composed at two loss calls
+        ("no_gate", ["--trl_args", "{num_iterations: 2}"]),  # TRL computes old log-probs: they are used
+        # σ_ref warm-up forward, then release shaping at the loss; an entropy gate and no spike cut because the random
+        # tiny model's teacher PPL (≈ 400) is far above the release's spike of 3
+        ("antisd_release", ["--antisd_gate_warmup_steps", "1", "--antisd_gate_signal", "teacher_entropy_median", "--antisd_ppl_spike", "1e9",
+                            "--antisd_warmup_statistic", "step_mean", "--antisd_gate_min_threshold", "none", "--antisd_gate_rearm_from_floor", "false"]),
+    ],
+)
+def test_advantages_unchanged_without_the_extra_student_forward(tiny_model, tmp_path, capture, preset, extra):
+    """Issue #13: the per-token term composed at loss time from the training forward's detached log-probs gives the
+    advantages the separate no-grad student forward gave, to float tolerance."""
+    trl = extra[extra.index("--trl_args") + 1].strip("{} ") if "--trl_args" in extra else ""
+    args = ["--steps", "2", "--seed", "1", *(x for x in extra if x != "--trl_args" and not x.startswith("{"))]
+    runs = []
+    for separately in (True, False):
+        capture["loss_inputs"].clear()
+        trl_args = "{" + ", ".join(x for x in (trl, f"score_student_separately: {str(separately).lower()}") if x) + "}"
+        _run(tiny_model, tmp_path / str(separately), preset, *args, "--trl_args", trl_args)
+        runs.append([_rows(x["prompt_ids"], x["completion_ids"], x["advantages"]) for x in capture["loss_inputs"]])
+    reference, deferred = runs
+    assert len(reference) == len(deferred) > 0
+    assert reference[0].keys() == deferred[0].keys()  # the first loss call sees the same rollouts
+    compared = varied = 0
+    for want, got in zip(reference, deferred):
+        for key in want.keys() & got.keys():  # later steps may sample differently after float-level weight changes
+            torch.testing.assert_close(got[key], want[key], atol=1e-6, rtol=1e-5)
+            compared += 1
+            varied += int(got[key].dim() == 1 and not torch.equal(got[key], got[key][0].expand_as(got[key])))
+    assert compared >= len(reference[0]) and varied > 0  # the per-token term was on for some compared row

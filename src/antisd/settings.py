@@ -107,6 +107,8 @@ class AntiSDSettings:
     """Feedback for any other scored rollout."""
     log_categories_every: int = 0
     """Every N steps log the mean u of deliberation and structural tokens (antisd/cat/*); 0 disables."""
+    diagnostics: bool = False
+    """Score the teacher even when it cannot change the advantages (λ_max = 0, e.g. the grpo preset), for the antisd/* diagnostics; costs one forward. antisd compare turns it on."""
 
     def __post_init__(self):
         choices = {
@@ -157,8 +159,8 @@ class AntiSDSettings:
 
     @property
     def scores_teacher(self) -> bool:
-        """Whether a step with these settings needs the teacher at all (λ = 0 and no diagnostics asked: it does not)."""
-        return self.lambda_max > 0 or self.lambda_mode == "teacher_ppl"
+        """Whether a step needs the teacher: not when λ_max = 0 (plain GRPO) unless diagnostics are asked for."""
+        return self.lambda_max > 0 or self.diagnostics
 
     def replace(self, **changes) -> "AntiSDSettings":
         """A validated copy with ``changes`` (field names without the prefix); unknown names are named."""
@@ -209,7 +211,7 @@ _RELEASE = AntiSDSettings(
 )
 
 PRESETS: dict[str, AntiSDSettings] = {
-    # λ = 0: plain GRPO. The teacher is not scored unless diagnostics are asked for (antisd train --antisd_diagnostics).
+    # λ = 0: plain GRPO at TRL's cost. The teacher is scored only with --antisd_diagnostics true (compare does).
     "grpo": _PAPER.replace(lambda_max=0.0, gate=False),
     # The paper's default self-distillation: reverse-KL descent, δ = +u, no gate (Table 1 "+SD").
     "sd": _PAPER.replace(signal="sd", gate=False),

@@ -79,6 +79,19 @@ class StepInputs:
 
 
 @dataclass
+class StepPlan:
+    """The batch-level decisions of one step (:meth:`AntiSDStep.decide`)."""
+
+    gate_on: bool
+    statistic: float
+    lam_B: torch.Tensor
+    """[B] λ_i of each row (0 everywhere with the gate shut)."""
+    term_mask_BT: torch.Tensor
+    """[B, T] tokens the per-token term may act on (response, finite teacher log-prob, privileged context)."""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class StepOutput:
     advantages_BT: torch.Tensor
     """[B, T] advantages for the policy loss (A_seq at masked positions)."""
@@ -98,7 +111,7 @@ class AntiSDStep:
     def __init__(self, settings: AntiSDSettings):
         self.settings = s = settings
         self.signal_fn = get_signal(s.signal)
-        self.compose = COMPOSERS[s.compose]
+        self.compose_fn = COMPOSERS[s.compose]
         warmup = s.gate_warmup_steps if s.needs_warmup else 0
         # A disabled gate still calibrates (σ_ref, τ) but never closes: down_ratio 0 is below any statistic.
         self.gate = SchmittGate(
@@ -119,14 +132,34 @@ class AntiSDStep:
     # --- the step -----------------------------------------------------------------------------------------------
 
     def __call__(self, x: StepInputs, reducer: Reducer = LOCAL) -> StepOutput:
+        """The whole step: :meth:`decide` on the batch, then :meth:`compose_rows` on all its rows."""
+        plan = self.decide(x, reducer)
+        out = self.compose_rows(x.seq_adv_B, x.teacher_logp_BT, x.student_logp_BT, plan.term_mask_BT, plan.lam_B, reducer)
+        out.gate_on, out.statistic, out.metrics = plan.gate_on, plan.statistic, plan.metrics | out.metrics
+        return out
+
+    def needs_student_to_decide(self) -> bool:
+        """Whether :meth:`decide` needs the student's log-probs this step: for a student-PPL gate, and to calibrate
+        σ_ref during warm-up when the release shaping will use it. Otherwise they may come later (at loss time)."""
+        s = self.settings
+        warming = self.gate.warmup_steps > 0 and not self.gate.calibrated
+        return s.gate_signal == "student_ppl" or (warming and s.shaping == "release")
+
+    def decide(self, x: StepInputs, reducer: Reducer = LOCAL) -> "StepPlan":
+        """Batch-level decisions from teacher-side statistics: gate, warm-up calibration, τ, λ_i, the term mask.
+
+        ``x.student_logp_BT`` may be None unless :meth:`needs_student_to_decide`."""
         s = self.settings
         teacher_logp_BT, student_logp_BT, mask_BT = x.teacher_logp_BT, x.student_logp_BT, x.response_mask_BT
+        if student_logp_BT is None and self.needs_student_to_decide():
+            raise ValueError("this step needs the student's log-probs to decide (student-PPL gate or σ_ref warm-up)")
         # Non-finite log-probs (overflow, a broken kernel) are dropped from the signal and counted, never propagated.
-        finite_BT = torch.isfinite(teacher_logp_BT) & torch.isfinite(student_logp_BT)
+        finite_BT = torch.isfinite(teacher_logp_BT)
+        if student_logp_BT is not None:
+            finite_BT = finite_BT & torch.isfinite(student_logp_BT)
         signal_mask_BT = mask_BT.bool() & finite_BT
-        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT)
         teacher_ppl_B = sequence_ppl(teacher_logp_BT, signal_mask_BT)
-        student_ppl_B = sequence_ppl(student_logp_BT, signal_mask_BT)
+        student_ppl_B = sequence_ppl(student_logp_BT, signal_mask_BT) if student_logp_BT is not None else None
 
         # One gate decision per step, from a global statistic
         stat = self.gate_statistic(x.teacher_entropy_BT, teacher_ppl_B, student_ppl_B, signal_mask_BT, reducer)
@@ -136,7 +169,9 @@ class AntiSDStep:
             was_calibrated = self.gate.calibrated
             gate_on = self.gate.step(stat)
             if not was_calibrated:
-                self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
+                if student_logp_BT is not None:
+                    u_BT = token_pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT)
+                    self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
                 self._observe_warm_ppl(teacher_ppl_B, signal_mask_BT, x.microbatch_B, reducer)
                 if self.gate.calibrated:
                     self._calibrate_ppl(reducer)
@@ -145,19 +180,26 @@ class AntiSDStep:
         term_mask_BT = signal_mask_BT
         if x.has_context_B is not None and s.signal != "no_teacher":
             term_mask_BT = signal_mask_BT & x.has_context_B.bool().to(signal_mask_BT.device)[:, None]
+        lam_B = self.lambdas(gate_on, teacher_ppl_B)
+        metrics = self._batch_metrics(x, gate_on, stat, lam_B, teacher_ppl_B, signal_mask_BT, reducer)
+        return StepPlan(gate_on, stat, lam_B, term_mask_BT, metrics)
 
+    def compose_rows(self, seq_adv_B, teacher_logp_BT, student_logp_BT, term_mask_BT, lam_B, reducer: Reducer = LOCAL) -> StepOutput:
+        """Per-row part: u, the (shaped) signal and the composed [B, T] advantages of any subset of the batch's rows,
+        with the plan's λ_i and term mask for those rows. Row-local except the token metrics (reduced)."""
+        s = self.settings
+        mask_BT = term_mask_BT.bool() & torch.isfinite(student_logp_BT)
+        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, mask_BT)
         if s.shaping == "release":
             signal_BT = release_signal(
-                u_BT, student_logp_BT, term_mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
+                u_BT, student_logp_BT, mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
                 k_sigma=s.outlier_k, log_clip=s.log_clip, z_clip=s.z_clip, len_mask=s.len_mask,
             )  # fmt: skip
         else:
-            signal_BT = paper_signal(u_BT, student_logp_BT, term_mask_BT, self.signal_fn)
-        lam_B = self.lambdas(gate_on, teacher_ppl_B)
-        adv_BT = self.compose(x.seq_adv_B, signal_BT, lam_B, term_mask_BT)
-
-        out = StepOutput(adv_BT, u_BT, signal_BT, signal_mask_BT, lam_B, gate_on, stat)
-        out.metrics = self._metrics(out, x, teacher_ppl_B, student_ppl_B, reducer)
+            signal_BT = paper_signal(u_BT, student_logp_BT, mask_BT, self.signal_fn)
+        adv_BT = self.compose_fn(seq_adv_B, signal_BT, lam_B, mask_BT)
+        out = StepOutput(adv_BT, u_BT, signal_BT, mask_BT, lam_B, False, math.nan)
+        out.metrics = self._token_metrics(out, student_logp_BT, term_mask_BT, reducer)
         return out
 
     def gate_statistic(self, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, reducer: Reducer) -> float:
@@ -221,22 +263,46 @@ class AntiSDStep:
 
     # --- metrics ------------------------------------------------------------------------------------------------
 
-    def _metrics(self, out: StepOutput, x: StepInputs, teacher_ppl_B, student_ppl_B, reducer: Reducer) -> dict[str, float]:
+    def _batch_metrics(self, x: StepInputs, gate_on, stat, lam_B, teacher_ppl_B, mask_BT, reducer: Reducer) -> dict[str, float]:
+        m = mask_BT
+        ent_BT = x.teacher_entropy_BT if x.teacher_entropy_BT is not None else torch.full(m.shape, math.nan)
+        sums = reducer.sum([
+            m.sum().item(), lam_B.sum().item(), lam_B.numel(), ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(),
+            float((lam_B > 0).sum().item()), float((~x.has_context_B.bool()).sum().item()) if x.has_context_B is not None else 0.0,
+            float((x.response_mask_BT.bool() & ~torch.isfinite(x.teacher_logp_BT)).sum().item()),
+        ])  # fmt: skip
+        n, slam, nseq, sent, stppl, nlam_pos, nnoctx, nonfin_t = sums
+        metrics = {
+            "antisd/lambda_mean": slam / max(nseq, 1),
+            "antisd/frac_seq_lambda_pos": nlam_pos / max(nseq, 1),
+            "antisd/gate_on": float(gate_on),
+            "antisd/gate_calibrated": float(self.gate.calibrated or self.gate.warmup_steps == 0),
+            "antisd/gate_statistic": stat,
+            "antisd/teacher_entropy_mean": sent / max(n, 1),
+            "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
+            "antisd/no_context_fraction": nnoctx / max(nseq, 1),
+            "antisd/nonfinite_teacher_tokens": nonfin_t,
+        }
+        if self.sigma_ref.value is not None:
+            metrics["antisd/sigma_ref"] = self.sigma_ref.value
+        if self.ppl_warm is not None:
+            metrics["antisd/warm_teacher_ppl"] = self.ppl_warm
+        return metrics
+
+    def _token_metrics(self, out: StepOutput, student_logp_BT, term_mask_BT, reducer: Reducer) -> dict[str, float]:
         m = out.signal_mask_BT
-        u, sig, lam_B = out.u_BT[m].double(), out.signal_BT[m].double(), out.lam_B
-        ent_BT = x.teacher_entropy_BT if x.teacher_entropy_BT is not None else torch.full_like(out.u_BT, math.nan)
+        u, sig = out.u_BT[m].double(), out.signal_BT[m].double()
         neg, pos = u < 0, u > 0
+        student_ppl_B = sequence_ppl(student_logp_BT, m)
         sums = reducer.sum([
             m.sum().item(), u.sum().item(), u.square().sum().item(), neg.sum().item(), (u < -5).sum().item(),
-            sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), lam_B.sum().item(), lam_B.numel(),
-            ent_BT[m].double().sum().item(), teacher_ppl_B.double().sum().item(), student_ppl_B.double().sum().item(),
-            float(lam_B.numel()), float((x.response_mask_BT.bool() & ~m).sum().item()), float((lam_B > 0).sum().item()),
-            float((~x.has_context_B.bool()).sum().item()) if x.has_context_B is not None else 0.0,
+            sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), student_ppl_B.double().sum().item(), float(m.shape[0]),
+            float((term_mask_BT.bool() & ~torch.isfinite(student_logp_BT)).sum().item()),
         ])  # fmt: skip
-        (n, su, suu, nneg, ntail, sneg, npos, spos, slam, nlam, sent, stppl, ssppl, nseq, nonfin, nlam_pos, nnoctx) = sums
+        n, su, suu, nneg, ntail, sneg, npos, spos, ssppl, nseq, nonfin_s = sums
         local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
         u_min = reducer.gather(local_min.reshape(1)).min().item()
-        metrics = {
+        return {
             "antisd/u_mean": su / max(n, 1),
             "antisd/u_std": math.sqrt(max(suu / max(n, 1) - (su / max(n, 1)) ** 2, 0.0)),
             "antisd/frac_u_neg": nneg / max(n, 1),
@@ -244,22 +310,9 @@ class AntiSDStep:
             "antisd/u_min": u_min if math.isfinite(u_min) else float("nan"),
             "antisd/signal_mean_u_neg": sneg / max(nneg, 1),
             "antisd/signal_mean_u_pos": spos / max(npos, 1),
-            "antisd/lambda_mean": slam / max(nlam, 1),
-            "antisd/frac_seq_lambda_pos": nlam_pos / max(nlam, 1),
-            "antisd/gate_on": float(out.gate_on),
-            "antisd/gate_calibrated": float(self.gate.calibrated or self.gate.warmup_steps == 0),
-            "antisd/gate_statistic": out.statistic,
-            "antisd/teacher_entropy_mean": sent / max(n, 1),
-            "antisd/teacher_ppl_mean": stppl / max(nseq, 1),
             "antisd/student_ppl_mean": ssppl / max(nseq, 1),
-            "antisd/nonfinite_tokens": nonfin,
-            "antisd/no_context_fraction": nnoctx / max(nseq, 1),
+            "antisd/nonfinite_student_tokens": nonfin_s,
         }
-        if self.ppl_warm is not None:
-            metrics["antisd/warm_teacher_ppl"] = self.ppl_warm
-        if self.sigma_ref.value is not None:
-            metrics["antisd/sigma_ref"] = self.sigma_ref.value
-        return metrics
 
     # --- state --------------------------------------------------------------------------------------------------
 

@@ -80,6 +80,8 @@ def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
     """'preset' or 'preset@field=value@field=value' (AntiSD settings), e.g. 'antisd@antisd_lambda_max=2'.
 
     Returns the preset name and the settings object of the variant (the preset with the overrides applied).
+    Every run of a comparison scores the teacher (``diagnostics``), λ = 0 baselines too: the u diagnostics of
+    every variant are the point of a comparison.
     """
     name, *overrides = variant.split("@")
     fields = train.antisd_fields()
@@ -96,7 +98,7 @@ def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig
     """One run of the comparison; its directory is named after the variant and seed."""
     name, settings = parse_variant(variant)
     return train.TrainConfig(
-        preset=name, antisd=settings, model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
+        preset=name, antisd=settings.replace(diagnostics=True), model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
         eval_k=cfg.eval_k, eval_problems=cfg.eval_problems,

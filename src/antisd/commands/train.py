@@ -113,9 +113,14 @@ def with_settings(values: dict, overrides: dict) -> dict:
 
 
 def trainer_args(cfg: TrainConfig, run_dir: Path):
-    """The AntiSDConfig of this run: TRL settings, then the preset, then explicit antisd_* overrides."""
+    """The AntiSDConfig of this run: the TRL settings and the AntiSD settings object."""
     from antisd.integrations.trl import AntiSDConfig
 
+    return AntiSDConfig(**trl_kwargs(cfg, run_dir), antisd=cfg.settings())
+
+
+def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
+    """The GRPOConfig fields of this run (the same for plain TRL GRPO, which benchmarks compare against)."""
     base = dict(
         output_dir=str(run_dir),
         max_steps=cfg.steps,
@@ -146,7 +151,7 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
     clash = sorted(k for k in cfg.trl_args if k.startswith(PREFIX) or k == "antisd")
     if clash:
         raise ValueError(f"trl_args may not set AntiSD fields {clash}: give them at the top level")
-    return AntiSDConfig(**(base | cfg.trl_args), antisd=cfg.settings())
+    return base | cfg.trl_args
 
 
 def per_device_batch(cfg: TrainConfig) -> int:

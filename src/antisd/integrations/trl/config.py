@@ -17,6 +17,7 @@ from antisd.settings import AntiSDSettings
 @dataclass
 class AntiSDConfig(GRPOConfig):
     antisd: AntiSDSettings = field(default_factory=AntiSDSettings, metadata={"help": "AntiSD settings (antisd.settings.AntiSDSettings; presets: antisd.settings.PRESETS)."})
+    score_student_separately: bool = field(default=False, metadata={"help": "Score the student with a separate no-grad forward at generation time instead of taking the training forward's detached log-probs (the pre-#13 path; for checks)."})
 
     def __post_init__(self):
         super().__post_init__()

@@ -91,6 +91,7 @@ class AntiSDTrainer(GRPOTrainer):
         self.last_antisd_batch: AntiSDBatch | None = None
         self._antisd_references: list = []
         self._antisd_rewards: torch.Tensor | None = None
+        self._antisd_pending: dict | None = None
 
     @property
     def gate(self):
@@ -111,8 +112,8 @@ class AntiSDTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
-        if not self.model.training:
-            return out
+        if not self.model.training or not self.args.antisd.scores_teacher:
+            return out  # λ = 0 and no diagnostics: plain GRPO, no teacher forward
         self._antisd_references = [x.get("reference") for x in inputs]
         prompts = [x["prompt"] for x in inputs]
         out["advantages"] = self._antisd_advantages(prompts, out)
@@ -126,27 +127,64 @@ class AntiSDTrainer(GRPOTrainer):
 
         teacher_texts, ctx_stats = self._teacher_texts(prompts, completion_ids, completion_mask)
         teacher_ids, teacher_mask, truncated = self._tokenize_teacher(teacher_texts, completion_ids, completion_mask)
-        teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1))
+        s = self.args.antisd
+        entropy = s.gate_signal == "teacher_entropy_median" or s.diagnostics  # a full-vocabulary pass: only when used
+        teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1), entropy)
+        # The student's log-probs: TRL's own old log-probs when it computed them (vLLM, several iterations,
+        # misaligned accumulation); otherwise the training forward computes them moments later with the same
+        # weights, so the per-token term is composed at loss time from its detached log-probs (no extra forward).
         student_logp_BT = out.get("old_per_token_logps")
-        if student_logp_BT is None:
+        step = self.antisd_step
+        if student_logp_BT is None and (self.args.score_student_separately or step.needs_student_to_decide()):
             ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
-            student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1))
+            student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1), False)
 
         B = completion_ids.size(0)
         microbatch_B = torch.arange(B) // self.args.per_device_train_batch_size  # TRL's micro-batches of this process
         has_context_B = torch.tensor(ctx_stats["has_context"], dtype=torch.bool)
         inputs = StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT, microbatch_B, has_context_B)
-        result = self.antisd_step(inputs, self.antisd_reducer)
+        plan = step.decide(inputs, self.antisd_reducer)
+        self._log_antisd(plan.metrics, ctx_stats, truncated)
+        self.last_antisd_batch = AntiSDBatch(
+            self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, plan.term_mask_BT,
+            plan.lam_B, plan.gate_on, self.sigma_ref.value, None, out["prompt_ids"], completion_ids, teacher_texts,
+        )  # fmt: skip
+        if student_logp_BT is None:  # deferred: TRL shuffles and splits these with the rows; _compute_loss composes
+            out["antisd_teacher_logp"], out["antisd_term_mask"], out["antisd_lam"] = teacher_logp_BT, plan.term_mask_BT, plan.lam_B
+            return out["advantages"]
+        result = step.compose_rows(out["advantages"], teacher_logp_BT, student_logp_BT, plan.term_mask_BT, plan.lam_B, self.antisd_reducer)
+        self._log_tokens(result, completion_ids)
+        self.last_antisd_batch.advantages_BT = result.advantages_BT
+        return result.advantages_BT.to(self.accelerator.device)
 
+    # --- loss-time composition (no extra student forward) -------------------------------------------------------
+
+    def _compute_loss(self, model, inputs):
+        self._antisd_pending = inputs if "antisd_teacher_logp" in inputs else None
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._antisd_pending = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        result = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        pending = getattr(self, "_antisd_pending", None)
+        if pending is not None:  # the training forward of _compute_loss: TRL reads inputs["advantages"] after it
+            self._antisd_pending = None
+            out = self.antisd_step.compose_rows(
+                pending["advantages"], pending["antisd_teacher_logp"], result[0].detach().float(),
+                pending["antisd_term_mask"], pending["antisd_lam"], self.antisd_reducer,
+            )  # fmt: skip
+            self._log_tokens(out, pending["completion_ids"])
+            pending["advantages"], pending["antisd_student_logp"] = out.advantages_BT, result[0].detach()
+        return result
+
+    def _log_tokens(self, out, completion_ids: torch.Tensor) -> None:
+        for key, value in out.metrics.items():
+            self._metrics["train"][key].append(value)
         every = self.args.antisd.log_categories_every
         if every and self.state.global_step % every == 0:
-            self._log_categories(completion_ids, result.u_BT, result.signal_mask_BT)
-        self._log_antisd(result.metrics, ctx_stats, truncated)
-        self.last_antisd_batch = AntiSDBatch(
-            self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, result.signal_mask_BT,
-            result.lam_B, result.gate_on, self.sigma_ref.value, result.advantages_BT, out["prompt_ids"], completion_ids, teacher_texts,
-        )  # fmt: skip
-        return result.advantages_BT.to(self.accelerator.device)
+            self._log_categories(completion_ids, out.u_BT, out.signal_mask_BT)
 
     def _teacher_texts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[list, dict]:
         """Each local rollout's teacher prompt (messages or text), from the globally gathered group."""
@@ -174,8 +212,8 @@ class AntiSDTrainer(GRPOTrainer):
         mask = torch.cat([prompt_mask.to(completion_mask.device), completion_mask], dim=1)
         return ids, mask, truncated
 
-    def _score(self, ids: torch.Tensor, mask: torch.Tensor, n_completion: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """No-grad per-token log-probs and entropies of the last ``n_completion`` tokens, current weights."""
+    def _score(self, ids: torch.Tensor, mask: torch.Tensor, n_completion: int, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """No-grad per-token log-probs (and entropies, if asked) of the last ``n_completion`` tokens, current weights."""
         checkpointing = (
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
             if self.args.gradient_checkpointing
@@ -183,12 +221,12 @@ class AntiSDTrainer(GRPOTrainer):
         )
         with torch.no_grad(), checkpointing:
             logp, ent, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, mask, n_completion, batch_size=self.args.per_device_train_batch_size, compute_entropy=True
+                self.model, ids, mask, n_completion, batch_size=self.args.per_device_train_batch_size, compute_entropy=entropy
             )
-        return logp.float(), ent.float()
+        return logp.float(), (ent.float() if ent is not None else None)
 
     def _log_antisd(self, step_metrics: dict, ctx_stats: dict, truncated: int) -> None:
-        """The step's metrics plus the context counts, reduced over processes, into TRL's metric store."""
+        """The step's batch metrics plus the context counts, reduced over processes, into TRL's metric store."""
         ndemo, ndcut, ntrunc, nseq, nref = self.antisd_reducer.sum(
             [float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"])]
         )
