@@ -108,7 +108,7 @@ def build(variant: str, cfg, model_name: str, task, tok_and_model):
     model, tok = tok_and_model()
     name, _, flag = variant.partition("+")
     tc = TrainConfig(preset=name if name != "trl_grpo" else "grpo", model=model_name, prompts_per_step=cfg.prompts, num_generations=cfg.G,
-                     max_completion_length=cfg.max_tokens, steps=cfg.steps + 1, seed=0, save_steps=0)  # fmt: skip
+                     max_completion_length=cfg.max_tokens, steps=cfg.steps + 1, seed=0, save_steps=0, grad_accum=cfg.grad_accum, gradient_checkpointing=cfg.gradient_checkpointing)  # fmt: skip
     args = trainer_args(tc, cfg.out)
     data = Dataset.from_list(task.train_rows)
     if name == "trl_grpo":
@@ -136,12 +136,14 @@ class Runner:
         t = self.trainer
         self.clock.reset()
         start = time.perf_counter()
+        loss = 0.0
         with self.clock.phase("other"):
             for _ in range(t.args.gradient_accumulation_steps):
-                t.training_step(t.model, next(self.batches), None)
+                loss += float(t.training_step(t.model, next(self.batches), None))
             t.optimizer.step()
             t.optimizer.zero_grad()
         total = time.perf_counter() - start
+        self.last_loss = loss
         return total, dict(self.clock.times), dict(self.clock.peak)
 
 
@@ -155,6 +157,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8, help="measured steps per variant (after one warm-up step)")
     p.add_argument("--variants", default="trl_grpo,grpo,antisd,antisd_release,antisd+extra_forward")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per step (the loss's batch; generation is unchanged)")
+    p.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in the backward")
     p.add_argument("--out", default="runs/bench-step-cost")
     cfg = p.parse_args()
     torch.set_num_threads(cfg.threads)
@@ -177,13 +181,13 @@ def main() -> None:
             total, phases, peaks = runners[v].step()
             if i:
                 results[v].append((total, phases, peaks))
-            print(f"step {i} {v:22s} {total:7.2f} s  peak RSS {max(peaks.values(), default=0):.2f} GB", file=sys.stderr, flush=True)
+            print(f"step {i} {v:22s} {total:7.2f} s  peak RSS {max(peaks.values(), default=0):.2f} GB  loss {runners[v].last_loss:+.6f}", file=sys.stderr, flush=True)
     report(results, cfg)
 
 
 def report(results: dict, cfg) -> None:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
-    print(f"\nmodel {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, {cfg.steps} measured steps per variant, {cfg.threads} threads")
+    print(f"\nmodel {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, grad_accum {cfg.grad_accum}, gradient checkpointing {cfg.gradient_checkpointing}, {cfg.steps} measured steps per variant, {cfg.threads} threads")
     print(f"{'variant':22s} {'step s (min–max)':>20s}  " + "  ".join(f"{ph[:12]:>12s}" for ph in PHASES) + "   peak GB")
     summary = {}
     for v, rows in results.items():

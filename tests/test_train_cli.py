@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,3 +207,77 @@ def test_advantages_unchanged_without_the_extra_student_forward(tiny_model, tmp_
             compared += 1
             varied += int(got[key].dim() == 1 and not torch.equal(got[key], got[key][0].expand_as(got[key])))
     assert compared >= len(reference[0]) and varied > 0  # the per-token term was on for some compared row
+
+
+def _merged(record_dir: Path) -> dict:
+    """The records of every process of a run, merged (rows by global index; gate decisions must agree)."""
+    merged: dict = {"teacher": {}, "lam": {}, "gate": {}, "loss": {}}
+    for path in sorted(record_dir.glob("rank*.json")):
+        rec = json.loads(path.read_text())
+        for key in ("teacher", "lam", "loss"):
+            for step, rows in rec[key].items():
+                merged[key].setdefault(step, {}).update(rows)
+        for step, on in rec["gate"].items():
+            assert merged["gate"].setdefault(step, on) == on, f"processes disagree on the gate at step {step}"
+    return merged
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """Issue #9: 2 CPU processes (torchrun, gloo) vs 1 process, same global batch, seed and rollouts: the same gate
+    decisions and teacher prompts, advantages equal to float tolerance, and one metrics file without duplicates.
+    A group is split across the two processes (3 prompts × 4 rollouts = 12 rows, 6 per process). The warm-up
+    statistic is the per-step one: the release's micro-batch statistic (each process's upper median, averaged over
+    processes) depends on the process count by its definition; the closing ratio 0.5 keeps λ_i > 0 in play."""
+    import subprocess
+
+    driver = Path(__file__).resolve().parent / "dist_driver.py"
+    common = ["train", "--model", "testbed", "--preset", "antisd_release", "--antisd_gate_warmup_steps", "1", "--steps", "3",
+              "--antisd_warmup_statistic", "step_mean", "--antisd_gate_down_ratio", "0.5",
+              "--prompts_per_step", "3", "--num_generations", "4", "--max_completion_length", "64", "--eval_k", "2",
+              "--eval_problems", "5", "--save_steps", "3", "--threads", "1", "--seed", "0"]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, str(driver), *common, "--output_dir", str(tmp_path / "one")],
+                         env=env | {"ANTISD_RECORD": str(tmp_path / "rec1")}, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    two = subprocess.run([*torchrun, str(driver), *common, "--output_dir", str(tmp_path / "two")],
+                         env=env | {"ANTISD_RECORD": str(tmp_path / "rec2"), "ANTISD_REPLAY": str(tmp_path / "rec1" / "rank0.json")},
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _merged(tmp_path / "rec1"), _merged(tmp_path / "rec2")
+    assert len(list((tmp_path / "rec2").glob("rank*.json"))) == 2
+    assert a["gate"] == b["gate"] and len(a["gate"]) == 3
+    assert a["teacher"] == b["teacher"]  # every teacher prompt, siblings from the other process included
+    demos = sum("Your previous attempt" in t[-1]["content"] for rows in a["teacher"].values() for t in rows.values())
+    assert demos > 0
+    for step in a["lam"]:
+        assert a["lam"][step].keys() == b["lam"][step].keys()
+        for row in a["lam"][step]:
+            assert b["lam"][step][row] == pytest.approx(a["lam"][step][row], abs=1e-5)
+    compared = 0
+    for step in a["loss"]:
+        assert a["loss"][step].keys() == b["loss"][step].keys()
+        for key, adv in a["loss"][step].items():
+            assert b["loss"][step][key] == pytest.approx(adv, abs=2e-5)
+            compared += 1
+    assert compared == 3 * 12
+    assert any(lam > 0 for lam in a["lam"]["1"].values()) or any(lam > 0 for lam in a["lam"]["2"].values())
+    lines = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [x["step"] for x in lines if "antisd/gate_on" in x]
+    eval_steps = [x["step"] for x in lines if "eval/avg@2" in x]
+    assert train_steps == [1, 2, 3] and eval_steps == [0, 3]  # each once: the main process alone writes
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["after"]["eval/avg@2"] == [x for x in lines if "eval/avg@2" in x][-1]["eval/avg@2"]
+    assert (tmp_path / "two" / "checkpoint-3" / "antisd_state.json").exists()
+
+
+def test_report_to_tensorboard_and_model_card(tiny_model, tmp_path):
+    """Issue #9: --report_to reaches TRL (TensorBoard events with the antisd/* scalars); the card names antisd."""
+    out = tmp_path / "tb"
+    _run(tiny_model, out, "no_gate", "--steps", "2", "--report_to", "tensorboard")
+    events = list(out.rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    blob = b"".join(e.read_bytes() for e in events)
+    assert b"antisd/u_mean" in blob and b"antisd/lambda_mean" in blob
+    card = (out / "final" / "README.md").read_text()
+    assert "AntiSD" in card and "2605.11609" in card and "antisd" in card and "Anti-Self-Distillation" in card

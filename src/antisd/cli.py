@@ -71,6 +71,11 @@ def entry() -> int:
     """Console script: user errors (bad config, missing file, unknown name) print one clear line, no traceback."""
     try:
         return main()
+    except SystemExit as e:
+        if isinstance(e.code, str):  # a refusal such as the memory preflight's: one line, non-zero
+            print(e.code, file=sys.stderr)
+            return 1
+        raise
     except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"antisd: error: {message}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from antisd.core.passk import pass_at_k
 from antisd.scoring import sample
@@ -23,20 +24,34 @@ class EvalResult:
         return out
 
 
-def evaluate(model, tokenizer, task: Task, k: int = 4, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0) -> EvalResult:
+def evaluate(
+    model, tokenizer, task: Task, k: int = 4, temperature: float = 0.7, top_p: float = 0.95, max_new_tokens: int = 96,
+    batch_size: int = 64, seed: int = 0, shard: tuple[int, int] = (0, 1), gather: Callable[[list], list] | None = None,
+) -> EvalResult:
     """Sample ``k`` responses per held-out problem and grade them with the task's grader.
 
     Sampling uses a private RNG stream (:func:`antisd.scoring.sample`): evaluation never shifts the training
     run's random state, and every model is evaluated with the same sampling noise for the same seed.
+    Several processes each take the problems ``rank::world`` of ``shard = (rank, world)`` and ``gather``
+    (an all-gather of Python lists, concatenated) combines them, so every process returns the same result.
     """
-    prompts = [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for item in task.heldout]
-    correct = [0] * len(prompts)
-    for i, ids in sample(model, tokenizer, prompts, k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed):
-        reward = task.grade(tokenizer.decode(ids, skip_special_tokens=True), task.heldout[i].row)[0]
+    rank, world = shard
+    items = list(enumerate(task.heldout))[rank::world]
+    n_real = len(items)
+    if world > 1:  # equal shares, so that processes generating in lock step make the same number of calls
+        items += [items[-1] if items else (0, task.heldout[0])] * (-(-len(task.heldout) // world) - n_real)
+    prompts = [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for _, item in items]
+    correct_local = [0] * len(prompts)
+    for j, ids in sample(model, tokenizer, prompts, k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed + rank, synced=world > 1):
+        i, item = items[j]
+        reward = task.grade(tokenizer.decode(ids, skip_special_tokens=True), item.row)[0]
         if reward is None:  # unparseable gold: reported, never scored 0
             raise ValueError(f"held-out problem {i} of {task.name}: its gold answer cannot be parsed; fix or drop it")
-        correct[i] += int(reward >= 1.0)
-    n = len(prompts)
+        correct_local[j] += int(reward >= 1.0)
+    pairs = [(i, c) for (i, _), c in zip(items[:n_real], correct_local)]
+    pairs = gather(pairs) if gather is not None and world > 1 else pairs
+    correct = [c for _, c in sorted(pairs)]
+    n = len(correct)
     return EvalResult(
         avg_at_k=sum(correct) / (n * k),
         pass_at={j: sum(pass_at_k(k, c, j) for c in correct) / n for j in sorted({1, k})},

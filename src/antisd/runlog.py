@@ -77,7 +77,7 @@ class PeriodicEval(TrainerCallback):
         self.every, self.run = every, run
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and state.global_step % self.every == 0:
+        if state.global_step % self.every == 0:  # every process: the evaluation is sharded over them
             self.run(state.global_step)
 
 

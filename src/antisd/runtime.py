@@ -28,8 +28,13 @@ def resolve_model_path(name: str) -> str:
     return str(shipped_model_dir() if name == "testbed" else installed_dir(name) or name)
 
 
-def load_model(name: str):
-    """Model and tokenizer by name; no hub download is ever attempted for a name that is not cached."""
+def load_model(name: str, dtype: str = "float32"):
+    """Model and tokenizer by name; no hub download is ever attempted for a name that is not cached.
+
+    Weights load in ``dtype``, float32 by default whatever the checkpoint stores (transformers 5 would otherwise
+    load Qwen3/OLMo in bf16): training keeps fp32 master weights and gets bf16 from autocast (``--bf16 true``).
+    """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name)
@@ -39,5 +44,23 @@ def load_model(name: str):
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
         raise ValueError(f"tokenizer of {name!r} has no chat template; the student and teacher prompts need one")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only)
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, dtype=getattr(torch, dtype))
     return model, tok
+
+
+def check_training_precision(model, mixed_precision: str, engine_keeps_fp32_master: bool = False) -> str:
+    """Refuse weights that AdamW would step in 16 bits; return a one-line description of the precision in use.
+
+    At lr 1e-6 almost every bf16 update rounds to nothing (an update smaller than half a bf16 ulp of the weight is
+    lost), so the optimizer must step fp32 master weights: either the model's own (loaded in float32, autocast for
+    bf16 compute) or an engine's fp32 copy (DeepSpeed ZeRO with bf16 keeps one in the optimizer).
+    """
+    dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters() if p.requires_grad})
+    if dtypes != ["float32"] and not engine_keeps_fp32_master:
+        raise ValueError(
+            f"trainable weights are {'/'.join(dtypes)}: AdamW would update them in 16 bits and most updates at small learning "
+            "rates would round to nothing. Load the model in float32 (antisd's loader does unless told otherwise) and use "
+            "--bf16 true for bf16 autocast, or train under DeepSpeed ZeRO, which keeps fp32 master weights."
+        )
+    master = "fp32 master in the DeepSpeed optimizer" if engine_keeps_fp32_master and dtypes != ["float32"] else "fp32 master weights"
+    return f"precision: weights {'/'.join(dtypes)} ({master}), compute {'bf16 autocast' if mixed_precision == 'bf16' else 'fp32'}"

@@ -12,8 +12,11 @@ from antisd.core import logp_entropy_from_logits
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0) -> list[tuple[int, list[int]]]:
-    """``n`` completions per prompt: a list of (prompt index, completion token ids without padding)."""
+def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False) -> list[tuple[int, list[int]]]:
+    """``n`` completions per prompt: a list of (prompt index, completion token ids without padding).
+
+    ``synced``: several processes generate in lock step (``synced_gpus``), as sharded weights (ZeRO-3, FSDP)
+    require; every process must then call this with the same number of prompts."""
     side, was_training = tokenizer.padding_side, model.training
     tokenizer.padding_side = "left"
     model.eval()
@@ -26,7 +29,7 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
             enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             gen = model.generate(
                 **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, synced_gpus=synced,
             )  # fmt: skip
             for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :].tolist()):
                 ids = []

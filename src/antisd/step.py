@@ -321,7 +321,10 @@ class AntiSDStep:
         return {"gate": self.gate.state_dict(), "sigma_ref": self.sigma_ref.state_dict(), "ppl": ppl}
 
     def load_state_dict(self, state: dict) -> None:
-        self.gate.load_state_dict(state["gate"])
+        # Only the gate's state comes from the checkpoint; its hyper-parameters (ratios, floor, lag, warm-up length)
+        # stay those of the settings, so a change the run asked for (with recalibration) is applied, not dropped.
+        kept = ("steps", "warm_values", "warm", "active", "transitions", "skipped")
+        self.gate.load_state_dict({k: v for k, v in state["gate"].items() if k in kept})
         self.sigma_ref.load_state_dict(state["sigma_ref"])
         ppl = state.get("ppl") or {"warm_values": [], "microbatch_values": [], "warm": None}
         self.ppl_warm_values, self.microbatch_warm_values = list(ppl["warm_values"]), list(ppl["microbatch_values"])

@@ -24,7 +24,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antisd import configio
+from antisd import configio, rundir
 from antisd.commands import train
 from antisd.runlog import read_jsonl
 from antisd.settings import AntiSDSettings, from_prefixed, preset
@@ -124,9 +124,10 @@ def main(cfg: CompareConfig) -> Path:
                 if _finished(run_dir, cfg.steps):
                     print(f"[compare] {run_dir.name}: finished, skipped")
                     continue
-                resume = any(run_dir.glob("checkpoint-*"))
+                run = rundir.read_run(run_dir) if run_dir.is_dir() else None
+                resume = run is not None and rundir.last_complete(run_dir, run["run_id"])[0] is not None
                 print(f"[compare] {run_dir.name}: {'resuming' if resume else 'starting'}")
-                train.main(dataclasses.replace(rc, resume=resume))
+                train.main(dataclasses.replace(rc, resume=resume, overwrite=not resume))
 
     # 2. Report
     return write_report(cfg)

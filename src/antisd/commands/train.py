@@ -20,10 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antisd import configio
+from antisd import configio, rundir
 from antisd.settings import PREFIX, AntiSDSettings, from_prefixed, preset
 
 
@@ -62,7 +63,9 @@ class TrainConfig:
     save_steps: int = 10
     """Checkpoint every this many steps (0: only at the end)."""
     resume: bool = False
-    """Resume from the last checkpoint in output_dir (gate and σ_ref state included)."""
+    """Resume from the newest complete checkpoint of the run in output_dir (gate and σ_ref state included)."""
+    overwrite: bool = False
+    """Start a new run in an output_dir that holds another run's files, deleting them (checkpoints, metrics, final)."""
     eval_k: int = 4
     """Samples per held-out problem for avg@k before and after training (0 skips evaluation)."""
     eval_every: int = 0
@@ -83,10 +86,18 @@ class TrainConfig:
     """Generate rollouts with vLLM (TRL's use_vllm); the teacher is still scored by the trainer's model."""
     vllm_mode: str = "colocate"
     """TRL vLLM mode: 'colocate' (one node) or 'server' (a `trl vllm-serve` process)."""
+    report_to: str = "none"
+    """Where TRL also logs the metrics: none, tensorboard, wandb, trackio (comma-separated; the package must be installed)."""
     enable_thinking: bool | None = None
     """Chat-template thinking switch for Qwen3-style templates (None: the template's default)."""
     trl_args: dict = field(default_factory=dict)
     """Any other GRPOConfig field, e.g. {epsilon_high: 0.28} (YAML only)."""
+    launch_config: str = ""
+    """accelerate config file the run is launched with (DDP, DeepSpeed ZeRO, FSDP): read by the memory preflight."""
+    gpu_memory_gib: float = 80.0
+    """Memory of one GPU, for the preflight."""
+    dry_run: bool = False
+    """Only print the per-GPU memory preflight for this config and exit (non-zero if it cannot fit)."""
     antisd: AntiSDSettings | None = None
     """AntiSD settings; None: the preset's as they are. Set through antisd_<field> flags/keys, which override the preset."""
 
@@ -140,7 +151,7 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
         beta=0.0,
         seed=cfg.seed,
         use_cpu=not _has_cuda(),
-        report_to="none",
+        report_to=[x for x in cfg.report_to.split(",") if x] if cfg.report_to != "none" else "none",
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps if cfg.save_steps > 0 else cfg.steps,
@@ -169,47 +180,122 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+PROMPT_BUDGET = 2048  # the released launcher's prompt length; sets the longest training sequence in the preflight
+
+
+def launch_of(cfg: TrainConfig):
+    """The preflight's Launch from this config and its accelerate launch config."""
+    import yaml
+
+    from antisd.preflight import Launch
+
+    acc = yaml.safe_load(Path(cfg.launch_config).read_text()) if cfg.launch_config else {}
+    kind = acc.get("distributed_type", "MULTI_GPU")
+    ds = acc.get("deepspeed_config") or {}
+    strategy = {"DEEPSPEED": {2: "zero2", 3: "zero3"}.get(ds.get("zero_stage"), "ddp"), "FSDP": "fsdp"}.get(kind, "ddp")
+    gpus = int(acc.get("num_processes", os.environ.get("WORLD_SIZE", 1))) * int(acc.get("num_machines", 1))
+    rows = cfg.prompts_per_step * cfg.num_generations
+    vllm = ("colocate" if cfg.vllm_mode == "colocate" else "server") if cfg.use_vllm else "none"
+    return Launch(
+        gpus=gpus, gpu_gib=cfg.gpu_memory_gib, strategy=strategy, micro_batch=max(rows // (gpus * cfg.grad_accum), 1),
+        seq_len=PROMPT_BUDGET + cfg.max_completion_length,
+        teacher_seq_len=cfg.settings().max_reprompt_len + cfg.max_completion_length,
+        gradient_checkpointing=cfg.gradient_checkpointing, offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
+        vllm=vllm, vllm_gpu_memory_utilization=cfg.trl_args.get("vllm_gpu_memory_utilization", 0.3),
+        vllm_tensor_parallel=cfg.trl_args.get("vllm_tensor_parallel_size", 1), vllm_max_model_len=cfg.trl_args.get("vllm_max_model_length") or 0,
+    )  # fmt: skip
+
+
+def preflight(cfg: TrainConfig) -> tuple[str, list[str]]:
+    """(report, problems) of the per-GPU memory estimate for this run."""
+    from antisd import preflight as pf
+    from antisd.runtime import resolve_model_path
+
+    try:
+        path = resolve_model_path(cfg.model)
+    except FileNotFoundError:  # a registered model not installed here: its shape may still be shipped
+        path = cfg.model
+    shape = pf.load_shape(path, Path(__file__).resolve().parents[1] / "assets" / "models")
+    launch = launch_of(cfg)
+    return pf.report(cfg.model, shape, launch), pf.problems(shape, launch)
+
+
 def main(cfg: TrainConfig) -> dict:
     import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback
 
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
-    from antisd.runtime import load_model
+    from antisd.runtime import check_training_precision, load_model
     from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, plot_metrics
     from antisd.tasks import load_task
 
+    if cfg.dry_run or (cfg.launch_config and torch.cuda.is_available()):
+        text, bad = preflight(cfg)
+        print(text)
+        if bad:
+            raise SystemExit(f"antisd train: this run cannot fit: {bad[0]}")
+        if cfg.dry_run:
+            return {"preflight": text}
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
 
-    # 1. Resolve and record the config (the preset is expanded, so the file says exactly what ran)
+    # 1. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
+    # and record the config (the preset is expanded, so the file says exactly what ran). Under torchrun/accelerate
+    # every process runs this file; only the main process writes or prints.
     args = trainer_args(cfg, run_dir)
-    (run_dir / "config.yaml").write_text(configio.to_yaml(dataclasses.replace(cfg, antisd=cfg.settings())))
+    dist = PartialState()
+    say = print if dist.is_main_process else (lambda *a, **k: None)
+    lock = None
+    if dist.is_main_process:
+        lock, _ = rundir.claim(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, settings=cfg.settings().to_dict())
+    dist.wait_for_everyone()
+    run = rundir.read_run(run_dir)
+    resume_from = _resume_point(cfg, run_dir, run, say) if cfg.resume else None
+    if resume_from == "finished":
+        if lock:
+            lock.release()
+        return json.loads((run_dir / "summary.json").read_text())
+    if dist.is_main_process:
+        (run_dir / "config.yaml").write_text(configio.to_yaml(dataclasses.replace(cfg, antisd=cfg.settings())))
+        if resume_from is not None:
+            rundir.truncate_metrics(run_dir / "metrics.jsonl", int(resume_from.name.split("-")[-1]))
+    dist.wait_for_everyone()
 
     # 2. Task, model, tokenizer
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     model, tok = load_model(cfg.model)
-    print(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}")
+    deepspeed = bool(cfg.launch_config) and "DEEPSPEED" in Path(cfg.launch_config).read_text()
+    precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
+    say(precision)
+    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
 
-    def held_out(tag: str):
+    evals: dict[int, object] = {}
+
+    def held_out(step: int, tag: str):
+        """Held-out avg@k, sharded over the processes (all of them call this) and written once."""
         if cfg.eval_k <= 0:
             return None
-        result = evaluate(model, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length, seed=cfg.seed)
-        print(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
+        result = evaluate(
+            model, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
+            seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
+        )  # fmt: skip
+        say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
+        if dist.is_main_process:
+            metrics.write(step, result.metrics())
+        evals[step] = result
         return result
 
-    resume_from = _last_checkpoint(run_dir) if cfg.resume else None
-    before = held_out("before") if resume_from is None else None
-    if before is not None:
-        metrics.write(0, before.metrics())
+    before = held_out(0, "before") if resume_from is None else None
 
     # 3. Train
     callbacks = [metrics, ProgressBar(cfg.steps)]
     if cfg.eval_every > 0 and cfg.eval_k > 0:
-        callbacks.append(PeriodicEval(cfg.eval_every, lambda step: metrics.write(step, held_out(f"step {step}").metrics())))
+        callbacks.append(PeriodicEval(cfg.eval_every, lambda step: held_out(step, f"step {step}")))
     trainer = AntiSDTrainer(
         model=model,
         reward_funcs=[task.reward_fn()],
@@ -218,47 +304,60 @@ def main(cfg: TrainConfig) -> dict:
         processing_class=tok,
         callbacks=callbacks,
         demonstration_cutter=task.cut_demonstration,
+        run_id=run["run_id"],
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    trainer.save_model(str(run_dir / "final"))
+    trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
+    if dist.is_main_process:  # the card names antisd and the paper (TRL writes it into the run directory)
+        trainer.create_model_card(model_name=f"{Path(cfg.model).name}-{cfg.preset}", tags=[cfg.preset])
+        shutil.copy(run_dir / "README.md", run_dir / "final" / "README.md")
 
     # 4. Evaluate, summarise, plot
-    already = cfg.eval_every > 0 and trainer.state.global_step % cfg.eval_every == 0
-    after = held_out("after") if not already else _last_eval(run_dir / "metrics.jsonl", cfg.eval_k)
-    if after is not None and not already:
-        metrics.write(trainer.state.global_step, after.metrics())
+    step = trainer.state.global_step
+    after = evals[step] if step in evals else held_out(step, "after")
     summary = {
         "preset": cfg.preset,
-        "steps": trainer.state.global_step,
+        "steps": step,
+        "processes": dist.num_processes,
+        "precision": precision,
         "before": before.metrics() if before else None,
         "after": after.metrics() if after else None,
         "gate": trainer.gate.state_dict(),
         "sigma_ref": trainer.sigma_ref.value,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
-    _print_summary(summary)
+    if dist.is_main_process:
+        rundir.write_json_atomic(run_dir / "summary.json", summary)
+        plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
+        rundir.write_json_atomic(run_dir / rundir.RUN_FILE, run | {"finished": True, "steps": step, "antisd": cfg.settings().to_dict()})
+        _print_summary(summary)
+        lock.release()
     return summary
 
 
-def _last_eval(path: Path, k: int):
-    """The last held-out evaluation in metrics.jsonl, as an EvalResult-like record."""
-    from antisd.evaluation import EvalResult
-    from antisd.runlog import read_jsonl
-
-    rows = [r for r in read_jsonl(path) if f"eval/avg@{k}" in r]
-    if not rows:
-        return None
-    r = rows[-1]
-    return EvalResult(r[f"eval/avg@{k}"], {j: r[f"eval/pass@{j}"] for j in sorted({1, k})}, k, 0, [])
+# Settings a resumed run may change freely: they do not touch the gate, σ_ref or τ calibrated so far.
+FREE_ON_RESUME = ("log_categories_every", "diagnostics", "recalibrate_on_resume")
 
 
-def _last_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = sorted(run_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    if not ckpts:
-        raise FileNotFoundError(f"--resume true but {run_dir} holds no checkpoint-N directory")
-    return ckpts[-1]
+def _resume_point(cfg: TrainConfig, run_dir: Path, run: dict, say):
+    """The checkpoint to resume from, or "finished". Refuses (naming the fix) a changed setting the saved gate
+    state depends on, and a directory with no complete checkpoint of this run."""
+    if run["finished"] and run["steps"] >= cfg.steps:
+        say(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
+        return "finished"
+    now, then = cfg.settings().to_dict(), run.get("antisd", {})
+    changed = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v and k not in FREE_ON_RESUME}
+    if changed and not now["recalibrate_on_resume"]:
+        listed = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items())
+        raise rundir.RunDirError(f"--resume with changed AntiSD settings ({listed}); the saved gate was calibrated under the old ones. "
+                                 "Resume without the change, or add --antisd_recalibrate_on_resume true to warm up again with the new settings")  # fmt: skip
+    point, skipped = rundir.last_complete(run_dir, run["run_id"])
+    for line in skipped:
+        say(f"resume: {line}")
+    if point is None:
+        raise rundir.RunDirError(f"--resume true but {run_dir} holds no complete checkpoint of run {run['run_id']}; start again with --overwrite true")
+    say(f"resume: from {point.name}")
+    return point
 
 
 def _print_summary(summary: dict) -> None:

@@ -14,11 +14,15 @@ import torch
 
 
 def _chunk_logp_entropy(logits_NV: torch.Tensor, ids_N: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    logits_NV = logits_NV.float() / temperature
-    logz_N = torch.logsumexp(logits_NV, dim=-1)
-    logp_N = logits_NV.gather(-1, ids_N[:, None]).squeeze(-1) - logz_N
-    probs_NV = torch.softmax(logits_NV, dim=-1)
-    entropy_N = logz_N - (probs_NV * logits_NV).sum(dim=-1)
+    # Two [N, V] float32 buffers at most: the scaled logits (a private copy, so the caller's tensor is never
+    # modified) and the probabilities, which are turned into p·x in place for the entropy H = log Z − Σ p·x.
+    x_NV = logits_NV.to(torch.float32, copy=True)
+    if temperature != 1.0:
+        x_NV.div_(temperature)
+    logz_N = torch.logsumexp(x_NV, dim=-1)
+    logp_N = x_NV.gather(-1, ids_N[:, None]).squeeze(-1) - logz_N
+    p_NV = (x_NV - logz_N[:, None]).exp_()
+    entropy_N = logz_N - p_NV.mul_(x_NV).sum(dim=-1)
     return logp_N, entropy_N
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -29,6 +29,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from antisd import context as ctx
+from antisd import rundir
 from antisd.integrations.trl.config import AntiSDConfig
 from antisd.step import AntiSDStep, StepInputs
 
@@ -70,8 +71,22 @@ class AntiSDBatch:
 
 
 class AntiSDTrainer(GRPOTrainer):
-    def __init__(self, *args, demonstration_cutter: Callable[[str], str] | None = None, **kwargs):
+    # What TRL writes into a saved model's card (create_model_card / push_to_hub)
+    _tag_names = ["trl", "grpo", "antisd"]
+    _name = "AntiSD"
+    _paper = {
+        "title": "Anti-Self-Distillation for Reasoning RL via Pointwise Mutual Information",
+        "id": "2605.11609",
+        "citation": (
+            "@article{shen2026antisd,\n    title   = {{Anti-Self-Distillation for Reasoning RL via Pointwise Mutual Information}},\n"
+            "    author  = {Guobin Shen and Xiang Cheng and Chenxiao Zhao and Lei Huang and Jindong Li and Dongcheng Zhao and Xing Yu},\n"
+            "    journal = {arXiv preprint arXiv:2605.11609},\n    year    = {2026}\n}"
+        ),
+    }
+
+    def __init__(self, *args, demonstration_cutter: Callable[[str], str] | None = None, run_id: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.antisd_run_id = run_id  # written into each checkpoint's completeness marker (antisd.rundir)
         if not isinstance(self.args, AntiSDConfig):
             raise TypeError(f"AntiSDTrainer needs an AntiSDConfig, got {type(self.args).__name__}")
         tok = self.processing_class
@@ -260,16 +275,20 @@ class AntiSDTrainer(GRPOTrainer):
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-            with open(os.path.join(folder, STATE_FILE), "w") as f:
-                json.dump(self.antisd_step.state_dict(), f, indent=2)
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            rundir.write_json_atomic(folder / STATE_FILE, self.antisd_step.state_dict())
+            if self.antisd_run_id is not None:  # last: only now is the checkpoint complete
+                rundir.mark_complete(folder, self.antisd_run_id, self.state.global_step)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        path = os.path.join(checkpoint, STATE_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: this checkpoint was not written by AntiSDTrainer")
-        with open(path) as f:
-            self.antisd_step.load_state_dict(json.load(f))
+        path = Path(checkpoint) / STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete or was not written by AntiSDTrainer")
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is damaged ({e})") from None
+        self.antisd_step.load_state_dict(state)
