@@ -116,6 +116,7 @@ def build(variant: str, cfg, model_name: str, task, tok_and_model):
         return GRPOTrainer(model=model, reward_funcs=[task.reward_fn()], args=plain, train_dataset=data, processing_class=tok)
     if flag == "extra_forward":
         args.score_student_separately = True
+    args.score_batch_size = cfg.score_batch_size
     args.antisd = preset(name).replace(gate_warmup_steps=1) if preset(name).needs_warmup else preset(name)
     return AntiSDTrainer(model=model, reward_funcs=[task.reward_fn()], args=args, train_dataset=data, processing_class=tok, demonstration_cutter=task.cut_demonstration)
 
@@ -159,6 +160,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per step (the loss's batch; generation is unchanged)")
     p.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in the backward")
+    p.add_argument("--score_batch_size", type=int, default=None, help="rows per teacher scoring forward (default: the micro-batch)")
     p.add_argument("--out", default="runs/bench-step-cost")
     cfg = p.parse_args()
     torch.set_num_threads(cfg.threads)
@@ -187,7 +189,7 @@ def main() -> None:
 
 def report(results: dict, cfg) -> None:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
-    print(f"\nmodel {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, grad_accum {cfg.grad_accum}, gradient checkpointing {cfg.gradient_checkpointing}, {cfg.steps} measured steps per variant, {cfg.threads} threads")
+    print(f"\nmodel {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, grad_accum {cfg.grad_accum}, gradient checkpointing {cfg.gradient_checkpointing}, score batch {cfg.score_batch_size}, {cfg.steps} measured steps per variant, {cfg.threads} threads")
     print(f"{'variant':22s} {'step s (min–max)':>20s}  " + "  ".join(f"{ph[:12]:>12s}" for ph in PHASES) + "   peak GB")
     summary = {}
     for v, rows in results.items():

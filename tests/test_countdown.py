@@ -105,7 +105,7 @@ def test_math_rows_field_mapping_and_bad_rows(tmp_path, monkeypatch):
     from antisd.tasks import math_rows_task
 
     rows = [{"q": "1+1?", "sol": "2"}, {"q": "2+2?", "sol": "4"}, {"q": "3+3?", "sol": ""}]
-    with pytest.raises(ValueError, match=r"row 2: field 'sol' is missing or empty"):
+    with pytest.raises(ValueError, match=r"row 3: field 'sol' is missing or empty"):  # 1-based: the third row
         math_rows_task("d", rows, prompt_field="q", answer_field="sol")
     task = math_rows_task("d", rows[:2], prompt_field="q", answer_field="sol")
     assert task.train_rows[0]["prompt"] == [{"role": "user", "content": "2+2?"}] and task.heldout[0].row["answer"] == "2"

@@ -1,6 +1,6 @@
 """End-to-end oracle for the trainer (issue #10).
 
-A seeded 2-step run of `antisd train` on the shipped testbed model. From the raw rollouts (prompts, sampled
+A seeded 4-step run (3 warm-up steps) of `antisd train` on the shipped testbed model. From the raw rollouts (prompts, sampled
 token ids), TRL's rewards and a snapshot of the weights at generation time, this file recomputes, with its own
 code written from the paper/release equations and the released template strings:
 every teacher prompt (text and tokens), every teacher and student log-prob (one unpadded forward per rollout),
@@ -27,7 +27,7 @@ from antisd.tasks import countdown as cd
 
 pytestmark = pytest.mark.slow
 
-G, PROMPTS, STEPS = 4, 4, 2
+G, PROMPTS, STEPS, WARMUP = 4, 4, 4, 3
 FEEDBACK_OK, FEEDBACK_BAD = "Your answer is correct.", "Your answer is incorrect."
 LN2 = math.log(2.0)
 
@@ -144,12 +144,19 @@ def ppl(t: torch.Tensor) -> float:
     return math.exp(-t.double().mean().item())
 
 
-def paper_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[float]]:
-    """Paper Alg. 1 with W = 1: step 1 warms up (λ = 0), then λ = 0.5·g, g from the median-entropy Schmitt trigger."""
+def sigma_ref_of(steps: list[dict]) -> float:
+    """σ_ref: the mean over the warm-up steps of the population std of (s − t) over all valid tokens of the step."""
+    stds = [torch.cat([r["s"] - r["t"] for r in st["rows"]]).double().std(unbiased=False).item() for st in steps[:WARMUP]]
+    return sum(stds) / len(stds)
+
+
+def paper_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[float], float]:
+    """Paper Alg. 1 with W warm-up steps (λ = 0) and the median of their statistics as H_warm, then λ = 0.5·g,
+    g from the median-entropy Schmitt trigger."""
     stats = [lower_median([v for r in st["rows"] for v in r["h"].tolist()]) for st in steps]
-    warm, gate_on, advantages = stats[0], [False], []
+    warm, gate_on, advantages = sorted(stats[:WARMUP])[WARMUP // 2], [False] * WARMUP, []  # the median of W = 3 values
     tau_down, tau_up, active = 0.93 * warm, 1.0 * warm, True
-    for stat in stats[1:]:  # lag 0: this step's statistic decides this step
+    for stat in stats[WARMUP:]:  # lag 0: this step's statistic decides this step
         if active and stat < tau_down:
             active = False
         elif not active and stat >= tau_up:
@@ -158,21 +165,22 @@ def paper_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[
     for st, on in zip(steps, gate_on):
         lam = 0.5 if on else 0.0
         advantages.append([a + lam * -phi(r["t"] - r["s"]) for a, r in zip(st["adv_seq"], st["rows"])])
-    return advantages, stats
+    return advantages, stats, warm
 
 
 def release_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], list[float], dict]:
-    """The released grpo_ca path with W = 1 (digest §3.3, §4.2), one micro-batch per step on one process."""
+    """The released grpo_ca path with W warm-up steps (digest §3.3, §4.2), one micro-batch per step on one process."""
     ppls = [[ppl(r["t"]) for r in st["rows"]] for st in steps]
     stats = [sum(p for p in ps if p <= 3.0) / sum(p <= 3.0 for p in ps) for ps in ppls]  # gate: mean over PPL ≤ 3
-    mb_mean = sum(ppls[0]) / len(ppls[0])  # the warm-up micro-batch: mean over all its sequences, kept if < 3
-    assert mb_mean < 3.0
-    m = mb_mean  # upper median of one value
+    mb_means = [sum(ps) / len(ps) for ps in ppls[:WARMUP]]  # each warm-up micro-batch: mean over all its sequences
+    kept = sorted(m for m in mb_means if m < 3.0)  # a micro-batch mean ≥ 3 is dropped
+    m = kept[len(kept) // 2]  # the upper median
     tau = max(0.93 * m, 1.01)
-    sigma_ref = torch.cat([r["s"] - r["t"] for r in steps[0]["rows"]]).double().std(unbiased=False).item()
-    advantages = [[torch.full_like(r["t"], a) for a, r in zip(steps[0]["adv_seq"], steps[0]["rows"])]]  # warm-up: λ = 0
+    sigma_ref = sigma_ref_of(steps)
+    advantages = [[torch.full_like(r["t"], a) for a, r in zip(st["adv_seq"], st["rows"])] for st in steps[:WARMUP]]  # λ = 0
     lambdas = []
-    for st, ps in zip(steps[1:], ppls[1:]):  # lag 1: the gate opened after warm-up and this step runs with it on
+    assert len(steps) == WARMUP + 1  # one post-warm-up step: with lag 1 it runs with the gate open
+    for st, ps in zip(steps[WARMUP:], ppls[WARMUP:]):
         step_adv = []
         for a, r, p in zip(st["adv_seq"], st["rows"], ps):
             u = r["t"] - r["s"]
@@ -189,20 +197,21 @@ def release_advantages(steps: list[dict]) -> tuple[list[list[torch.Tensor]], lis
 # --- the test --------------------------------------------------------------------------------------------------
 
 
-def _run(out: Path, preset: str) -> list[dict]:
+def _run(out: Path, preset: str) -> tuple[list[dict], dict]:
     argv = [
         "train", "--model", "testbed", "--output_dir", str(out), "--preset", preset, "--steps", str(STEPS),
         "--prompts_per_step", str(PROMPTS), "--num_generations", str(G), "--max_completion_length", "96",
-        "--eval_k", "0", "--save_steps", "0", "--antisd_gate_warmup_steps", "1", "--seed", "0",
+        "--eval_k", "0", "--save_steps", "0", "--antisd_gate_warmup_steps", str(WARMUP), "--seed", "0",
     ]  # fmt: skip
     assert cli.main(argv) == 0
-    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()], json.loads((out / "summary.json").read_text())
 
 
 @pytest.mark.parametrize("preset", ["antisd", "antisd_release"])
 def test_trainer_matches_independent_oracle(tmp_path, record, preset):
     release = preset == "antisd_release"
-    metrics = [m for m in _run(tmp_path / preset, preset) if "antisd/gate_statistic" in m]
+    lines, summary = _run(tmp_path / preset, preset)
+    metrics = [m for m in lines if "antisd/gate_statistic" in m]
     model_path = Path(__file__).resolve().parents[1] / "src" / "antisd" / "assets" / "testbed"
     _, tok = load_model(str(model_path))
     steps = [oracle_step(record, k, tok, model_path, release) for k in range(STEPS)]
@@ -226,11 +235,13 @@ def test_trainer_matches_independent_oracle(tmp_path, record, preset):
     if release:
         expected, stats, cal = release_advantages(steps)
         assert metrics[-1]["antisd/warm_teacher_ppl"] == pytest.approx(cal["m"], abs=1e-5)
-        assert metrics[-1]["antisd/sigma_ref"] == pytest.approx(cal["sigma_ref"], abs=1e-6)
+        assert metrics[-1]["antisd/sigma_ref"] == pytest.approx(cal["sigma_ref"], abs=1e-6)  # the mean of the warm-up stds
         assert metrics[-1]["antisd/lambda_mean"] == pytest.approx(sum(cal["lambdas"]) / len(cal["lambdas"]), abs=1e-6)
+        assert summary["gate"]["warm"] == pytest.approx(cal["m"], abs=1e-5)
         assert any(lam > 0 for lam in cal["lambdas"]), "λ_i was 0 everywhere: τ and λ were not exercised"
     else:
-        expected, stats = paper_advantages(steps)
+        expected, stats, warm = paper_advantages(steps)
+        assert summary["gate"]["warm"] == pytest.approx(warm, abs=1e-6)  # the median of the warm-up statistics
     for k in range(STEPS):
         assert metrics[k]["antisd/gate_statistic"] == pytest.approx(stats[k], abs=1e-5), f"step {k}: gate statistic"
 
@@ -251,3 +262,32 @@ def test_trainer_matches_independent_oracle(tmp_path, record, preset):
             torch.testing.assert_close(got[key][:n], adv.float(), atol=5e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: advantages at TRL's loss: {e}")
             nontrivial += int((adv - st["adv_seq"][i]).abs().max() > 1e-3)
     assert nontrivial > 0, "the per-token term never changed an advantage: the oracle would not see a wrong term"
+
+
+def test_step_matches_the_oracle_exactly_at_its_thresholds():
+    """The two comparisons an end-to-end run never hits exactly (real statistics never equal a threshold):
+    the gate closes only when the statistic is *below* τ_down (Eq. 7), and λ_i is zeroed only *above* the PPL
+    spike (digest §3.3 step 9). Crafted batches put the statistic exactly on each threshold."""
+    from antisd.settings import preset
+    from antisd.step import AntiSDStep, StepInputs
+
+    def batch(teacher_logp: float, entropy: float, B: int = 2, T: int = 4) -> StepInputs:
+        return StepInputs(torch.zeros(B), torch.full((B, T), teacher_logp), torch.full((B, T), -1.5), torch.ones(B, T), torch.full((B, T), entropy))
+
+    # gate: warm value 100, τ_down = 0.5 · 100 = 50 exactly (both exact in binary floating point)
+    step = AntiSDStep(preset("antisd").replace(gate_warmup_steps=1, gate_down_ratio=0.5))
+    step(batch(-1.0, 100.0))
+    out = step(batch(-1.0, 50.0))
+    oracle_open = not (50.0 < 0.5 * 100.0)
+    assert out.gate_on == oracle_open is True
+
+    # spike: a sequence whose teacher perplexity is exactly 3.0 keeps its λ_i
+    three = -torch.log(torch.tensor(3.0))
+    assert torch.exp(-three).item() == 3.0  # the crafted perplexity is exact in float32
+    release = AntiSDStep(preset("antisd_release").replace(gate_warmup_steps=1, warmup_statistic="step_mean"))
+    release(batch(-math.log(1.5), 0.5))  # warm-up: m = 1.5, τ = max(0.93 · 1.5, 1.01) = 1.395
+    out = release(batch(three.item(), 0.5))
+    tau = max(0.93 * 1.5, 1.01)
+    oracle_lam = 0.0 if 3.0 > 3.0 else min(max(0.1 * 2.0 * math.log(min(max(3.0 / tau, 0.5), 3.0)), 0.0), 0.5)
+    assert oracle_lam > 0
+    torch.testing.assert_close(out.lam_B, torch.full((2,), oracle_lam), atol=1e-6, rtol=0)

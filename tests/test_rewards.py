@@ -79,3 +79,57 @@ def test_grading_works_from_a_thread():
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda r: math_grade(r, "2")[0], ["\\boxed{2}", "\\boxed{3}", "\\boxed{4/2}"]))
     assert results == [1.0, 0.0, 1.0]
+
+
+# --- issue #11: grading keeps its promises -------------------------------------------------------------------
+
+
+def test_unparseable_gold_is_reported_even_without_a_boxed_answer():
+    from antisd.rewards import math_grade_detail
+
+    for text in ("no answer here", "\\boxed{3}"):
+        g = math_grade_detail(text, "\\frac{")
+        assert (g.reward, g.reason) == (None, "gold_unparseable"), text
+
+
+def test_a_dead_grading_worker_is_replaced():
+    import os
+    import signal
+
+    from antisd.rewards import _RUNNER, math_grade_detail
+
+    assert math_grade_detail("\\boxed{2}", "2").reason == "correct"
+    for proc in list(getattr(_RUNNER._executor(), "_processes", {}).values()):
+        os.kill(proc.pid, signal.SIGKILL)
+    assert math_grade_detail("\\boxed{5}", "5").reason == "correct"
+
+
+def test_math_verify_internal_timeout_is_reported_as_timeout(monkeypatch):
+    import math_verify
+    from math_verify.errors import TimeoutException
+
+    from antisd.rewards import _verify
+
+    def slow(*args, **kwargs):
+        raise TimeoutException("Timeout during comparison")
+
+    monkeypatch.setattr(math_verify, "verify", slow)
+    assert _verify("2", "2") == "timeout"
+
+
+def test_hash_answer_regex_is_linear():
+    import time
+
+    from antisd.rewards import marked_answer
+
+    text = "\n" * 32000 + "#### 72\n" + " \n" * 32000
+    start = time.perf_counter()
+    assert marked_answer(text, "hash") == "72"
+    assert time.perf_counter() - start < 0.5  # the old \s* pattern took 4.9 s here
+
+
+def test_a_100k_digit_gold_is_parsed():
+    from antisd.rewards import math_grade_detail
+
+    big = "9" * 100_000
+    assert math_grade_detail(f"\\boxed{{{big}}}", big).reason == "correct"

@@ -281,3 +281,16 @@ def test_report_to_tensorboard_and_model_card(tiny_model, tmp_path):
     assert b"antisd/u_mean" in blob and b"antisd/lambda_mean" in blob
     card = (out / "final" / "README.md").read_text()
     assert "AntiSD" in card and "2605.11609" in card and "antisd" in card and "Anti-Self-Distillation" in card
+
+
+def test_teacher_scoring_in_smaller_row_batches_changes_nothing(tiny_model, tmp_path, capture):
+    """score_batch_size only splits the no-grad teacher forward into fewer rows at a time (less memory)."""
+    runs = []
+    for trl_args in ("{}", "{score_batch_size: 3}"):
+        capture["loss_inputs"].clear()
+        _run(tiny_model, tmp_path / trl_args.strip("{}").replace(": ", "") or "default", "no_gate", "--steps", "1", "--trl_args", trl_args)
+        runs.append(_rows(capture["loss_inputs"][0]["prompt_ids"], capture["loss_inputs"][0]["completion_ids"], capture["loss_inputs"][0]["advantages"]))
+    assert runs[0].keys() == runs[1].keys()
+    for key in runs[0]:
+        torch.testing.assert_close(runs[1][key], runs[0][key], atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(a, a[0].expand_as(a)) for a in runs[0].values())

@@ -42,7 +42,7 @@ def _math_task(name: str, rows: list[dict], spec: BenchmarkSpec) -> Task:
     for i, r in enumerate(rows):
         q, a = r.get(spec.question_field), r.get(spec.answer_field)
         if q in (None, "") or a in (None, ""):
-            raise ValueError(f"{name}: row {i} lacks {spec.question_field!r} or {spec.answer_field!r}")
+            raise ValueError(f"{name}: row {i + 1} lacks {spec.question_field!r} or {spec.answer_field!r}")
         row = {"answer": str(a)}
         items.append(EvalItem([{"role": "user", "content": str(q) + BOXED_INSTRUCTION}], row))
     from antisd.tasks import _boxed

@@ -77,8 +77,10 @@ def entry() -> int:
             return 1
         raise
     except (ValueError, KeyError, FileNotFoundError, ImportError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"antisd: error: {message}", file=sys.stderr)
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, KeyError) and " " not in message:
+            raise  # a bare key is a bug, not a user error: keep the traceback
+        print(f"antisd: error: {message.splitlines()[0] if message else type(e).__name__}", file=sys.stderr)
         return 2
 
 

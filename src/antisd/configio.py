@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import dataclasses
 import difflib
 import inspect
@@ -59,9 +60,15 @@ def convert(value: Any, tp: Any, where: str) -> Any:
         if base in (int, float, str):
             if base is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return base(value)
+            converted = base(value)
+            if base is float and not math.isfinite(converted):
+                raise ValueError(f"{where}: {value!r} is not a finite number")
+            return converted
         if base is dict or typing.get_origin(base) is dict:
-            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            try:
+                parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            except yaml.YAMLError:
+                raise ValueError from None
             if not isinstance(parsed, dict):
                 raise ValueError
             return parsed
@@ -80,7 +87,9 @@ def convert(value: Any, tp: Any, where: str) -> Any:
             items = value if isinstance(value, list) else [v for v in str(value).split(",") if v]
             inner = (typing.get_args(base) or (str,))[0]
             return [convert(v, inner, where) for v in items]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as e:
+        if e.args and str(e.args[0]).startswith(where):
+            raise
         raise ValueError(f"{where}: cannot read {value!r} as {getattr(base, '__name__', base)}") from None
     return value
 
@@ -95,7 +104,14 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or type(e).__name__})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the top level must be a mapping of field: value")
     return data

@@ -4,8 +4,11 @@ Rules:
 - A response is correct only if its final answer is *marked*: the last ``\\boxed{...}`` (default), or the last
   ``#### N`` line for data sets that declare that format (GSM8K). A number that merely appears in free text is
   not an answer and is never matched.
-- The gold answer is parsed first. An unparseable gold answer is reported (reason ``gold_unparseable``) and its
-  reward is None, so TRL leaves the row out of the group baseline; it is never scored 0 silently.
+- The gold answer is parsed first, whatever the completion holds (cached per gold string). An unparseable gold
+  answer is reported (reason ``gold_unparseable``) and its reward is None, so TRL leaves the row out of the group
+  baseline; it is never scored 0 silently.
+- math-verify's own internal timeouts come back as ``timeout`` (not "wrong"), and its log lines (which echo the
+  whole answer) are silenced in the worker; a worker that dies is replaced.
 - Every parse/verify runs in a worker process with a wall-clock timeout that really bounds the time (a hung
   sympy call is killed with its worker), so grading is safe from threads, data-loader workers and Ray actors
   (math-verify's own signal-based timeouts only work on a main thread).
@@ -18,12 +21,14 @@ import re
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable
 
 CORRECT = "Your answer is correct."
 INCORRECT = "Your answer is incorrect."
-_HASH_RE = re.compile(r"^\s*####\s*(.+?)\s*$", flags=re.MULTILINE)
+# [ \t] rather than \s: \s would run across blank lines from every line start (quadratic on 32k newlines).
+_HASH_RE = re.compile(r"^[ \t]*####[ \t]*(.+?)[ \t]*$", flags=re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -56,15 +61,53 @@ def marked_answer(text: str, answer_format: str = "boxed") -> str | None:
     raise ValueError(f"answer_format must be 'boxed' or 'hash', got {answer_format!r}")
 
 
-def _verify(marked: str, gold: str) -> str:
-    """Runs in the worker process (its main thread, so math-verify's own timeouts also work)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+def _worker_setup() -> None:
+    """In the worker: no echo of megabyte answers from math-verify's log lines, and integers of any length."""
+    import logging
+    import sys
 
-    gold_parsed = parse(f"${gold}$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()])
-    if all(isinstance(x, str) for x in gold_parsed):  # only the raw-string fallback: nothing was understood
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
+
+
+def _parse_gold(gold: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    parsed = parse(f"${gold}$", extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], raise_on_error=True)
+    return None if all(isinstance(x, str) for x in parsed) else parsed  # only the raw-string fallback: not understood
+
+
+def _gold_status(gold: str) -> str:
+    """Runs in the worker: 'ok', 'gold_unparseable' or 'timeout' (math-verify's own)."""
+    from math_verify.errors import TimeoutException
+
+    _worker_setup()
+    try:
+        return "ok" if _parse_gold(gold) is not None else "gold_unparseable"
+    except TimeoutException:
+        return "timeout"
+    except Exception:  # noqa: BLE001 — any failure to parse the gold makes it unparseable
         return "gold_unparseable"
-    pred = parse(f"$\\boxed{{{marked}}}$", extraction_config=[LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)])
-    return "correct" if pred and verify(gold_parsed, pred) else "wrong"
+
+
+def _verify(marked: str, gold: str) -> str:
+    """Runs in the worker process (its main thread, so math-verify's own timeouts also work).
+    Returns correct, wrong, gold_unparseable or timeout (math-verify's internal timeouts are reported as such)."""
+    from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
+
+    _worker_setup()
+    try:
+        gold_parsed = _parse_gold(gold)
+        if gold_parsed is None:
+            return "gold_unparseable"
+        pred = parse(f"$\\boxed{{{marked}}}$", extraction_config=[LatexExtractionConfig(boxed_match_priority=0, try_extract_without_anchor=False)], raise_on_error=True)
+        return "correct" if pred and verify(gold_parsed, pred, raise_on_error=True) else "wrong"
+    except TimeoutException:
+        return "timeout"
+    except Exception:  # noqa: BLE001 — an answer math-verify cannot compare is not correct
+        return "wrong"
 
 
 class BoundedRunner:
@@ -84,12 +127,17 @@ class BoundedRunner:
 
     def call(self, fn: Callable, *args, timeout_s: float):
         with self._lock:  # one call at a time per runner: the worker is single-threaded
-            future = self._executor().submit(fn, *args)
-            try:
-                return future.result(timeout=timeout_s)
-            except FutureTimeout:
-                self._kill()
-                raise TimeoutError(f"{getattr(fn, '__name__', fn)} exceeded {timeout_s} s") from None
+            for attempt in (1, 2):  # a worker that died (OOM, a crash in a C extension) is replaced once
+                future = self._executor().submit(fn, *args)
+                try:
+                    return future.result(timeout=timeout_s)
+                except FutureTimeout:
+                    self._kill()
+                    raise TimeoutError(f"{getattr(fn, '__name__', fn)} exceeded {timeout_s} s") from None
+                except BrokenProcessPool:
+                    self._kill()
+                    if attempt == 2:
+                        raise
 
     def _kill(self) -> None:
         pool, self._pool = self._pool, None
@@ -102,16 +150,41 @@ class BoundedRunner:
 _RUNNER = BoundedRunner()
 
 
+_GOLD: dict[str, str] = {}  # gold answer → ok / gold_unparseable, parsed once per process
+
+
+def gold_status(gold: str, timeout_s: float = 10.0) -> str:
+    """Whether a gold answer can be parsed ('ok', 'gold_unparseable', 'timeout'), cached per gold string."""
+    if gold not in _GOLD:
+        try:
+            status = _RUNNER.call(_gold_status, gold, timeout_s=timeout_s)
+        except TimeoutError:
+            status = "timeout"
+        if status == "timeout":
+            return status  # not cached: a timeout says nothing about the gold
+        _GOLD[gold] = status
+    return _GOLD[gold]
+
+
 def math_grade_detail(text: str, gold: str, answer_format: str = "boxed", timeout_s: float = 10.0) -> MathGrade:
+    """The gold answer is parsed first, always: an unparseable gold is reported whatever the completion holds."""
+    gold = str(gold)
+    status = gold_status(gold, timeout_s)
+    if status == "gold_unparseable":
+        return MathGrade(None, None, "gold_unparseable")
+    if status == "timeout":
+        return MathGrade(0.0, INCORRECT, "timeout")
     marked = marked_answer(text, answer_format)
     if marked is None or not marked.strip():
         return MathGrade(0.0, INCORRECT, "no_answer")
     try:
-        verdict = _RUNNER.call(_verify, marked, str(gold), timeout_s=timeout_s)
+        verdict = _RUNNER.call(_verify, marked, gold, timeout_s=timeout_s)
     except TimeoutError:
         return MathGrade(0.0, INCORRECT, "timeout")
     if verdict == "gold_unparseable":
         return MathGrade(None, None, "gold_unparseable")
+    if verdict == "timeout":
+        return MathGrade(0.0, INCORRECT, "timeout")
     return MathGrade(1.0, CORRECT, "correct") if verdict == "correct" else MathGrade(0.0, INCORRECT, "wrong")
 
 

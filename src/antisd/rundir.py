@@ -93,6 +93,7 @@ class Lock:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
+        self.created = not self.path.exists()
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,7 +104,9 @@ class Lock:
         os.ftruncate(self.fd, 0)
         os.write(self.fd, str(os.getpid()).encode())
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        if remove and self.created:
+            self.path.unlink(missing_ok=True)
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
 
@@ -114,6 +117,8 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool, settings: dict) -> tu
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--output_dir {run_dir} is a file, not a directory")
+    if resume and not (run_dir / RUN_FILE).exists():
+        raise RunDirError(f"--resume true but {run_dir} holds no run (no {RUN_FILE}); start it without --resume")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = Lock(run_dir)
@@ -123,8 +128,6 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool, settings: dict) -> tu
         run = read_run(run_dir)
         others = checkpoints(run_dir) or (run_dir / "metrics.jsonl").exists()
         if resume:
-            if run is None:
-                raise RunDirError(f"--resume true but {run_dir} holds no run (no {RUN_FILE}); start it without --resume")
             return lock, run
         if (run is not None or others) and not overwrite:
             owner = f"run {run['run_id']}" if run else "files of an earlier run"
@@ -138,7 +141,7 @@ def claim(run_dir: Path, *, resume: bool, overwrite: bool, settings: dict) -> tu
         write_json_atomic(run_dir / RUN_FILE, run)
         return lock, run
     except BaseException:
-        lock.release()
+        lock.release(remove=True)
         raise
 
 

@@ -15,6 +15,13 @@ from transformers import TrainerCallback
 _REWARD_KEYS = ("reward", "reward_std", "frac_reward_zero_std")
 
 
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def namespaced(logs: dict) -> dict:
     out = {}
     for key, value in logs.items():
@@ -60,8 +67,9 @@ class ProgressBar(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "reward" in logs:
-            gate = "on" if logs.get("antisd/gate_on", 0) else "off"
-            desc = f"reward {logs['reward']:.3f}  u<0 {logs.get('antisd/frac_u_neg', float('nan')):.2f}  λ {logs.get('antisd/lambda_mean', 0):.3f}  gate {gate}"
+            value = lambda key, default=float("nan"): _number(logs.get(key, default))  # noqa: E731 — None (no rewards, NaN λ) shows as nan
+            gate = "on" if value("antisd/gate_on", 0) == 1 else "off"
+            desc = f"reward {value('reward'):.3f}  u<0 {value('antisd/frac_u_neg'):.2f}  λ {value('antisd/lambda_mean', 0):.3f}  gate {gate}"
             self.progress.update(self.task, completed=state.global_step, description=desc)
 
     def on_train_end(self, args, state, control, **kwargs):

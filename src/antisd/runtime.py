@@ -39,12 +39,25 @@ def load_model(name: str, dtype: str = "float32"):
 
     path = resolve_model_path(name)
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).is_dir()
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    looks_local = Path(path).is_absolute() or path.startswith((".", "~")) or Path(path).exists()
+    if looks_local and not Path(path, "config.json").is_file():
+        raise FileNotFoundError(f"--model {name}: {path} is not a model directory (no config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    except OSError as e:
+        raise FileNotFoundError(f"--model {name}: no tokenizer at {path} on this machine ({str(e).splitlines()[0][:200]})") from None
     if tok.pad_token is None:  # documented fallback: pad with eos (masked out of every loss)
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
         raise ValueError(f"tokenizer of {name!r} has no chat template; the student and teacher prompts need one")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, dtype=getattr(torch, dtype))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=local_only, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise FileNotFoundError(f"--model {name}: cannot load the weights in {path} ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 — a damaged weights file surfaces as many error types; name the file
+        if "safetensors" in type(e).__module__ or "SafetensorError" in type(e).__name__ or "header" in str(e).lower():
+            raise ValueError(f"--model {name}: the weights in {path} are damaged ({type(e).__name__}: {str(e)[:200]})") from None
+        raise
     return model, tok
 
 

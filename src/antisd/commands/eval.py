@@ -119,6 +119,9 @@ def main(cfg: EvalConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for item in cfg.data:
+        if "=" not in item or not item.split("=", 1)[1]:
+            raise ValueError(f"--data {item!r}: expected NAME=PATH (a benchmark name and a local .jsonl/.parquet file), e.g. math500=data/math500.jsonl")
     local = dict(item.split("=", 1) for item in cfg.data)
     model, tok = load_model(cfg.model) if cfg.backend == "transformers" else (None, _tokenizer(cfg.model))
     results = {name: evaluate_benchmark(cfg, model, tok, name, local.get(name)) for name in cfg.benchmarks}

@@ -18,7 +18,9 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -101,6 +103,20 @@ class TrainConfig:
     antisd: AntiSDSettings | None = None
     """AntiSD settings; None: the preset's as they are. Set through antisd_<field> flags/keys, which override the preset."""
 
+    def __post_init__(self):
+        at_least = {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0,
+                    "eval_k": 0, "eval_every": 0, "eval_problems": 1, "threads": 1, "grad_accum": 1}  # fmt: skip
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name} must be ≥ {low}, got {getattr(self, name)}")
+        for name in ("learning_rate", "temperature", "eval_temperature", "gpu_memory_gib"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"--{name} must be a finite number > 0, got {value}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume true and --overwrite true contradict each other: choose one")
+        preset(self.preset)  # an unknown name fails here, with the known names
+
     def settings(self) -> AntiSDSettings:
         """The AntiSD settings of this run: the explicit object, else the named preset."""
         return self.antisd if self.antisd is not None else preset(self.preset)
@@ -162,6 +178,15 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
     clash = sorted(k for k in cfg.trl_args if k.startswith(PREFIX) or k == "antisd")
     if clash:
         raise ValueError(f"trl_args may not set AntiSD fields {clash}: give them at the top level")
+    from trl import GRPOConfig
+
+    from antisd.integrations.trl import AntiSDConfig
+
+    known = set(GRPOConfig.__dataclass_fields__) | set(AntiSDConfig.__dataclass_fields__)
+    for key in cfg.trl_args:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ValueError(f"--trl_args: {key!r} is not a GRPOConfig field" + (f"; did you mean {close[0]!r}?" if close else ""))
     return base | cfg.trl_args
 
 
@@ -244,18 +269,30 @@ def main(cfg: TrainConfig) -> dict:
     run_dir = Path(cfg.output_dir)
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
 
-    # 1. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
-    # and record the config (the preset is expanded, so the file says exactly what ran). Under torchrun/accelerate
-    # every process runs this file; only the main process writes or prints.
+    # 1. Trainer config, task, model and tokenizer: every input is checked before anything is written
     args = trainer_args(cfg, run_dir)
-    dist = PartialState()
+    dist = PartialState()  # under torchrun/accelerate every process runs this file; only the main one writes or prints
     say = print if dist.is_main_process else (lambda *a, **k: None)
+    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
+    model, tok = load_model(cfg.model)
+    deepspeed = bool(cfg.launch_config) and "DEEPSPEED" in Path(cfg.launch_config).read_text()
+    precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
+    say(precision)
+    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
+
+    # 2. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
+    # and record the config (the preset is expanded, so the file says exactly what ran).
     lock = None
     if dist.is_main_process:
         lock, _ = rundir.claim(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, settings=cfg.settings().to_dict())
     dist.wait_for_everyone()
     run = rundir.read_run(run_dir)
-    resume_from = _resume_point(cfg, run_dir, run, say) if cfg.resume else None
+    try:
+        resume_from = _resume_point(cfg, run_dir, run, say) if cfg.resume else None
+    except rundir.RunDirError:
+        if lock:
+            lock.release()
+        raise
     if resume_from == "finished":
         if lock:
             lock.release()
@@ -265,14 +302,6 @@ def main(cfg: TrainConfig) -> dict:
         if resume_from is not None:
             rundir.truncate_metrics(run_dir / "metrics.jsonl", int(resume_from.name.split("-")[-1]))
     dist.wait_for_everyone()
-
-    # 2. Task, model, tokenizer
-    task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
-    model, tok = load_model(cfg.model)
-    deepspeed = bool(cfg.launch_config) and "DEEPSPEED" in Path(cfg.launch_config).read_text()
-    precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
-    say(precision)
-    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
 
     evals: dict[int, object] = {}
 

@@ -92,8 +92,14 @@ def cut_after_last_boxed(text: str) -> str:
 def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
     """Rows of a JSONL file; a malformed line or a missing/empty field raises naming the line and the field."""
     rows = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = f.readlines()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -111,14 +117,16 @@ def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "an
     return rows
 
 
-def math_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", answer_field: str = "answer", heldout_fraction: float = 0.1) -> Task:
-    """A boxed-answer math task from rows; a row without a prompt or answer raises naming the row and field."""
+def math_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", answer_field: str = "answer", heldout_fraction: float = 0.1, source: str | None = None) -> Task:
+    """A boxed-answer math task from rows; a row without a prompt or answer raises naming the file (or data set),
+    the 1-based row and the field."""
     from antisd.rewards import math_grade
 
     def row(i: int, r: dict) -> dict:
         for key in (prompt_field, answer_field):
             if r.get(key) in (None, "", []):
-                raise ValueError(f"{name}: row {i}: field {key!r} is missing or empty (fields: {sorted(r)})")
+                where = f"{source}:{i + 1}" if source else f"{name}: row {i + 1}"
+                raise ValueError(f"{where}: field {key!r} is missing or empty (fields: {sorted(r)})")
         p = r[prompt_field]
         prompt = p if isinstance(p, list) else [{"role": "user", "content": str(p)}]
         return {"prompt": prompt, "answer": str(r[answer_field])} | ({"reference": r["reference"]} if r.get("reference") else {})
@@ -232,7 +240,7 @@ def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str =
     if name == "gsm":
         return gsm_task(seed=seed, n_heldout=n_heldout)
     if name.endswith((".jsonl", ".parquet")):
-        return math_rows_task(Path(name).stem, local_rows(name), prompt_field, answer_field)
+        return math_rows_task(Path(name).stem, local_rows(name), prompt_field, answer_field, source=name)
     if name.startswith("hf:"):
         dataset_id, _, split = name[3:].partition(":")
         return math_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, answer_field)

@@ -17,6 +17,7 @@ from antisd.settings import AntiSDSettings
 @dataclass
 class AntiSDConfig(GRPOConfig):
     antisd: AntiSDSettings = field(default_factory=AntiSDSettings, metadata={"help": "AntiSD settings (antisd.settings.AntiSDSettings; presets: antisd.settings.PRESETS)."})
+    score_batch_size: int | None = field(default=None, metadata={"help": "Rows per no-grad scoring forward of the teacher (and a separate student forward); None: per_device_train_batch_size. The log-prob head holds [rows × length × V] floats, so a smaller value lowers the step's peak memory without changing the result."})
     score_student_separately: bool = field(default=False, metadata={"help": "Score the student with a separate no-grad forward at generation time instead of taking the training forward's detached log-probs (the pre-#13 path; for checks)."})
 
     def __post_init__(self):

@@ -236,7 +236,7 @@ class AntiSDTrainer(GRPOTrainer):
         )
         with torch.no_grad(), checkpointing:
             logp, ent, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, mask, n_completion, batch_size=self.args.per_device_train_batch_size, compute_entropy=entropy
+                self.model, ids, mask, n_completion, batch_size=self.args.score_batch_size or self.args.per_device_train_batch_size, compute_entropy=entropy
             )
         return logp.float(), (ent.float() if ent is not None else None)
 
