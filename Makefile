@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(OFFLINE) $(VENV)/bin/antisd train
+	$(OFFLINE) $(VENV)/bin/antisd train --overwrite true
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest

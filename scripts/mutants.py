@@ -39,8 +39,8 @@ STEP = "src/antisd/step.py"
 CONTEXT = "src/antisd/context.py"
 MUTANTS = [
     # the 7 trainer wiring errors of issue #10
-    Mutant("teacher_shift", TRAINER, "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1))",
-           "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1) + 1); teacher_logp_BT, teacher_ent_BT = teacher_logp_BT[:, :-1], teacher_ent_BT[:, :-1]",
+    Mutant("teacher_shift", TRAINER, "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1), entropy)",
+           "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1) + 1, True); teacher_logp_BT, teacher_ent_BT = teacher_logp_BT[:, :-1], teacher_ent_BT[:, :-1]",
            "teacher log-probs shifted by one token"),
     Mutant("self_demo", CONTEXT, "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)",
            "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold, exclude_self=False)",
