@@ -215,3 +215,23 @@ def test_bad_input_one_line_nonzero_nothing_changed(tmp_path, capsys, monkeypatc
     assert message in err, err
     after = {p: _digest(p) for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # nothing in any existing file or run directory changed
+
+
+def test_data_problems_are_refused_or_counted(tmp_path, capsys, monkeypatch):
+    """Prompts over the model's context are refused; repeated rows and train/held-out overlap are counted."""
+    f = tmp_path / "d.jsonl"
+    rows = [{"prompt": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(20)]
+    rows += [rows[5], rows[6], rows[0]]  # rows 0..1 are held out: two repeats of training rows, one of a held-out row
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(sys, "argv", ["antisd", *RUN, "--task", str(f), "--steps", "1", "--output_dir", str(tmp_path / "o")])
+    assert cli.entry() == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 of 21 training rows repeat an earlier prompt" in out
+    assert "warning: 1 of 2 held-out problems are also training prompts" in out
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"prompt": ("word " * (4000 if i == 7 else 1)) + "?", "answer": "1"}) + "\n" for i in range(20)))
+    monkeypatch.setattr(sys, "argv", ["antisd", *RUN, "--task", str(long), "--output_dir", str(tmp_path / "o2")])
+    assert cli.entry() == 2
+    err = _one_error_line(capsys.readouterr().err)
+    assert "1 of 18 training prompts are longer than the model's context of 1024 tokens" in err and "training row 6" in err
+    assert not (tmp_path / "o2").exists()  # refused before anything was written

@@ -133,3 +133,20 @@ def test_a_100k_digit_gold_is_parsed():
 
     big = "9" * 100_000
     assert math_grade_detail(f"\\boxed{{{big}}}", big).reason == "correct"
+
+
+def test_a_step_of_64_adversarial_completions_finishes_within_its_deadline():
+    """Issue #11: grading is parallel (one worker per thread) and bounded per step: past the deadline every
+    remaining call is a timeout at once. Stated bound: the deadline + 15 s (worker start-up and one kill)."""
+    import time
+
+    from antisd.rewards import grade_parallel, math_grade_detail
+
+    tower = "\\boxed{" + "9^{" * 40 + "9" + "}" * 40 + "}"  # a power tower: sympy's evaluation does not finish
+    items = [(tower, "1")] * 64
+    start = time.perf_counter()
+    results = grade_parallel(math_grade_detail, items, workers=2, deadline_s=6.0)
+    elapsed = time.perf_counter() - start
+    assert len(results) == 64 and all(r.reward in (0.0, None) for r in results)
+    assert elapsed < 6.0 + 15.0, elapsed
+    assert sum(r.reason == "timeout" for r in results) >= 60  # bounded by the deadline, not graded one by one

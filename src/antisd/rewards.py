@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import re
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -148,6 +149,45 @@ class BoundedRunner:
 
 
 _RUNNER = BoundedRunner()
+_LOCAL = threading.local()
+_POOLS: dict = {}
+
+
+def _runner() -> BoundedRunner:
+    """The calling thread's runner: the main thread shares one worker; each grading thread gets its own."""
+    if threading.current_thread() is threading.main_thread():
+        return _RUNNER
+    if not hasattr(_LOCAL, "runner"):
+        _LOCAL.runner = BoundedRunner()
+    return _LOCAL.runner
+
+
+def _time_left(timeout_s: float) -> float:
+    """This call's timeout: ``timeout_s``, cut to what remains of the thread's grading deadline (if any)."""
+    deadline = getattr(_LOCAL, "deadline", None)
+    return timeout_s if deadline is None else min(timeout_s, deadline - time.monotonic())
+
+
+def grade_parallel(grade: Callable, items: list, workers: int = 2, deadline_s: float | None = 120.0) -> list:
+    """``[grade(*item) for item in items]`` on ``workers`` threads, each with its own worker process, all within
+    one wall-clock deadline: a call that would start or run past it comes back as a timeout (``grade`` must
+    honour it through :func:`math_grade_detail`). Returns results in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    deadline = None if deadline_s is None else time.monotonic() + deadline_s
+
+    def one(item):
+        _LOCAL.deadline = deadline
+        try:
+            return grade(*item)
+        finally:
+            _LOCAL.deadline = None
+
+    if workers <= 1 or len(items) <= 1:
+        return [one(item) for item in items]
+    if workers not in _POOLS:  # kept for the life of the process: its threads keep their worker processes warm
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="antisd-grade")
+    return list(_POOLS[workers].map(one, items))
 
 
 _GOLD: dict[str, str] = {}  # gold answer → ok / gold_unparseable, parsed once per process
@@ -156,8 +196,9 @@ _GOLD: dict[str, str] = {}  # gold answer → ok / gold_unparseable, parsed once
 def gold_status(gold: str, timeout_s: float = 10.0) -> str:
     """Whether a gold answer can be parsed ('ok', 'gold_unparseable', 'timeout'), cached per gold string."""
     if gold not in _GOLD:
+        left = _time_left(timeout_s)
         try:
-            status = _RUNNER.call(_gold_status, gold, timeout_s=timeout_s)
+            status = _runner().call(_gold_status, gold, timeout_s=left) if left > 0 else "timeout"
         except TimeoutError:
             status = "timeout"
         if status == "timeout":
@@ -177,8 +218,11 @@ def math_grade_detail(text: str, gold: str, answer_format: str = "boxed", timeou
     marked = marked_answer(text, answer_format)
     if marked is None or not marked.strip():
         return MathGrade(0.0, INCORRECT, "no_answer")
+    left = _time_left(timeout_s)
+    if left <= 0:  # the step's grading deadline has passed
+        return MathGrade(0.0, INCORRECT, "timeout")
     try:
-        verdict = _RUNNER.call(_verify, marked, gold, timeout_s=timeout_s)
+        verdict = _runner().call(_verify, marked, gold, timeout_s=left)
     except TimeoutError:
         return MathGrade(0.0, INCORRECT, "timeout")
     if verdict == "gold_unparseable":

@@ -279,6 +279,8 @@ def main(cfg: TrainConfig) -> dict:
     precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
     say(precision)
     say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
+    for line in data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None)):
+        say(line)
 
     # 2. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
     # and record the config (the preset is expanded, so the file says exactly what ran).
@@ -362,6 +364,31 @@ def main(cfg: TrainConfig) -> dict:
         _print_summary(summary)
         lock.release()
     return summary
+
+
+def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]:
+    """Refuse prompts that alone exceed the model's context; warn, with counts, about prompts that leave less
+    room than max_completion_length, repeated training prompts and held-out problems that are also trained on."""
+    from antisd.tasks import duplicates_and_overlap
+
+    warnings = []
+    if context:
+        kwargs = {"enable_thinking": cfg.enable_thinking} if cfg.enable_thinking is not None else {}
+        lengths = [len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False, **kwargs)) if not isinstance(r["prompt"], str) else len(tok(r["prompt"])["input_ids"]) for r in task.train_rows]
+        too_long = [i for i, n in enumerate(lengths) if n >= context]
+        if too_long:
+            first = task.train_rows[too_long[0]]["prompt"]
+            text = (first if isinstance(first, str) else first[-1].get("content", ""))[:40]
+            raise ValueError(f"{len(too_long)} of {len(lengths)} training prompts are longer than the model's context of {context} tokens (first: training row {too_long[0] + 1}, {lengths[too_long[0]]} tokens, {text!r}…); shorten or drop them")
+        tight = sum(n + cfg.max_completion_length > context for n in lengths)
+        if tight:
+            warnings.append(f"warning: {tight} of {len(lengths)} training prompts leave less than --max_completion_length {cfg.max_completion_length} tokens of the model's {context}-token context")
+    repeats, overlap = duplicates_and_overlap(task)
+    if repeats:
+        warnings.append(f"warning: {repeats} of {len(task.train_rows)} training rows repeat an earlier prompt")
+    if overlap:
+        warnings.append(f"warning: {overlap} of {len(task.heldout)} held-out problems are also training prompts: held-out accuracy is not held out")
+    return warnings
 
 
 # Settings a resumed run may change freely: they do not touch the gate, σ_ref or τ calibrated so far.

@@ -29,20 +29,37 @@ class Task:
     cut_demonstration: Callable[[str], str] | None
     extract: Callable[[str], str | None] | None = None  # the final answer, normalised, for maj@k
 
-    def reward_fn(self):
-        """A TRL reward function over this task's columns."""
+    def reward_fn(self, workers: int = 2, deadline_s: float | None = 120.0):
+        """A TRL reward function over this task's columns. A step's completions are graded on ``workers``
+        threads (each math grade in its own worker process) within one ``deadline_s`` for the whole step."""
+        from antisd.rewards import grade_parallel
+
         grade = self.grade
 
         def correctness(completions, **kwargs) -> list[float]:
             # dataset columns arrive as lists, one value per completion; TRL's own kwargs are skipped
             columns = {k: v for k, v in kwargs.items() if k not in ("prompts", "completion_ids") and isinstance(v, list) and len(v) == len(completions)}
             rows = [dict(zip(columns, values)) for values in zip(*columns.values())] if columns else [{}] * len(completions)
-            rewards = [grade(_text(c), row)[0] for c, row in zip(completions, rows)]
+            graded = grade_parallel(grade, [(_text(c), row) for c, row in zip(completions, rows)], workers, deadline_s)
+            rewards = [g[0] for g in graded]
             if kwargs.get("log_metric") is not None:  # None = unparseable gold: excluded by TRL, counted here
                 kwargs["log_metric"]("reward/gold_unparseable", float(sum(r is None for r in rewards)))
             return rewards
 
         return correctness
+
+
+def duplicates_and_overlap(task: Task) -> tuple[int, int]:
+    """(training rows whose prompt repeats an earlier training prompt, held-out problems whose prompt is also a
+    training prompt): counted so that a run can say so before it trains."""
+    key = lambda prompt: json.dumps(prompt, sort_keys=True, ensure_ascii=False)  # noqa: E731
+    seen: set[str] = set()
+    repeats = 0
+    for row in task.train_rows:
+        k = key(row["prompt"])
+        repeats += k in seen
+        seen.add(k)
+    return repeats, sum(key(item.messages) in seen for item in task.heldout)
 
 
 def _text(completion) -> str:
