@@ -150,3 +150,58 @@ def test_a_step_of_64_adversarial_completions_finishes_within_its_deadline():
     assert len(results) == 64 and all(r.reward in (0.0, None) for r in results)
     assert elapsed < 6.0 + 15.0, elapsed
     assert sum(r.reason == "timeout" for r in results) >= 60  # bounded by the deadline, not graded one by one
+
+
+def _gold_rows(tmp_path):
+    import json as _json
+
+    f = tmp_path / "g.jsonl"
+    rows = [{"prompt": "What is 1+1?", "answer": "2"}, {"prompt": "Broken gold", "answer": "\\frac{"}] * 5
+    f.write_text("".join(_json.dumps(r) + "\n" for r in rows))
+    return f
+
+
+def test_unparseable_gold_is_counted_on_the_training_path(tmp_path):
+    from antisd.tasks import load_task
+
+    task = load_task(str(_gold_rows(tmp_path)))
+    logged = {}
+    rewards = task.reward_fn()(["no boxed answer", "\\boxed{2}"], answer=["\\frac{", "2"], log_metric=lambda k, v: logged.update({k: v}))
+    assert rewards == [None, 1.0] and logged == {"reward/gold_unparseable": 1.0}
+
+
+def test_unparseable_gold_stops_held_out_evaluation_naming_the_problem(tmp_path, monkeypatch):
+    from antisd import evaluation
+    from antisd.tasks import EvalItem, Task, load_task
+
+    task = load_task(str(_gold_rows(tmp_path)))
+    broken = Task(task.name, task.train_rows, [EvalItem([{"role": "user", "content": "Broken gold"}], {"answer": "\\frac{"})], task.grade, None, None)
+
+    class Tok:
+        def apply_chat_template(self, messages, **kwargs):
+            return messages[-1]["content"]
+
+        def decode(self, ids, **kwargs):
+            return "no boxed answer"
+
+    monkeypatch.setattr(evaluation, "sample", lambda *a, **k: [(0, [1])])
+    with pytest.raises(ValueError, match="held-out problem 0 of g: its gold answer cannot be parsed"):
+        evaluation.evaluate(None, Tok(), broken, k=1)
+
+
+def test_unparseable_gold_is_excluded_and_reported_by_antisd_eval(tmp_path, monkeypatch):
+    from antisd.commands import eval as eval_command
+
+    class Tok:
+        def apply_chat_template(self, messages, **kwargs):
+            return messages[-1]["content"]
+
+    import json as _json
+
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(_json.dumps(r) + "\n" for r in [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "Broken gold", "answer": "\\frac{"}] * 5))
+    monkeypatch.setattr(eval_command, "generate", lambda cfg, model, tok, prompts, k: [["no boxed answer"] * k for _ in prompts])
+    cfg = eval_command.EvalConfig(benchmarks=["math500"], data=[f"math500={f}"], k=1, problems=0)
+    result = eval_command.evaluate_benchmark(cfg, None, Tok(), "math500", str(f))
+    assert result["excluded"] and all(x["reason"] == "gold_unparseable" for x in result["excluded"])
+    assert len(result["excluded"]) == 5
