@@ -167,6 +167,7 @@ class TeacherContextBuilder:
         scored = [-math.inf if math.isnan(r) else r for r in rewards]
         picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)
         teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows), "has_context": []}
+        budgets: dict[tuple, int] = {}  # the G rollouts of a group share prompt and often feedback: count tokens once
         for g, prompt, reference in zip(rows, prompts, references):
             prompt_text = prompt if isinstance(prompt, str) else last_user_text(prompt)
             feedback = None
@@ -175,7 +176,10 @@ class TeacherContextBuilder:
             source = texts[picks[g]] if picks[g] is not None else reference if s.solution_source == "group_then_reference" else None
             demo = None
             if source:
-                demo, cut = self.clean(source, self._demo_budget(prompt_text, feedback))
+                key = (prompt_text, feedback)
+                if key not in budgets:
+                    budgets[key] = self._demo_budget(prompt_text, feedback)
+                demo, cut = self.clean(source, budgets[key])
                 stats["demo" if picks[g] is not None else "reference"] += 1
                 stats["demo_truncated"] += int(cut)
             stats["has_context"].append(bool(demo or feedback))

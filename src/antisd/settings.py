@@ -238,9 +238,3 @@ def preset(name: str) -> AntiSDSettings:
         raise KeyError(f"Unknown preset {name!r}; known presets: {sorted(PRESETS)}.{hint}")
     return PRESETS[name]
 
-
-def field_types() -> dict[str, type]:
-    """Annotation of every field, resolved (for the CLI's type conversion)."""
-    import typing
-
-    return typing.get_type_hints(AntiSDSettings)

@@ -48,7 +48,7 @@ class LocalReducer:
     """The reducer of a single process: sums and gathers are the identity."""
 
     def sum(self, values: Sequence[float]) -> list[float]:
-        return torch.tensor(list(values), dtype=torch.float64).tolist()
+        return [float(v) for v in values]
 
     def gather(self, x_N: torch.Tensor) -> torch.Tensor:
         return x_N.flatten()

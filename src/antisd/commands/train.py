@@ -208,13 +208,18 @@ def _has_cuda() -> bool:
 PROMPT_BUDGET = 2048  # the released launcher's prompt length; sets the longest training sequence in the preflight
 
 
-def launch_of(cfg: TrainConfig):
-    """The preflight's Launch from this config and its accelerate launch config."""
+def launch_yaml(cfg: TrainConfig) -> dict:
+    """The accelerate launch config of this run ({} without one)."""
     import yaml
 
+    return (yaml.safe_load(Path(cfg.launch_config).read_text()) or {}) if cfg.launch_config else {}
+
+
+def launch_of(cfg: TrainConfig, acc: dict | None = None):
+    """The preflight's Launch from this config and its accelerate launch config."""
     from antisd.preflight import Launch
 
-    acc = yaml.safe_load(Path(cfg.launch_config).read_text()) if cfg.launch_config else {}
+    acc = launch_yaml(cfg) if acc is None else acc
     kind = acc.get("distributed_type", "MULTI_GPU")
     ds = acc.get("deepspeed_config") or {}
     strategy = {"DEEPSPEED": {2: "zero2", 3: "zero3"}.get(ds.get("zero_stage"), "ddp"), "FSDP": "fsdp"}.get(kind, "ddp")
@@ -275,7 +280,7 @@ def main(cfg: TrainConfig) -> dict:
     say = print if dist.is_main_process else (lambda *a, **k: None)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     model, tok = load_model(cfg.model)
-    deepspeed = bool(cfg.launch_config) and "DEEPSPEED" in Path(cfg.launch_config).read_text()
+    deepspeed = launch_yaml(cfg).get("distributed_type") == "DEEPSPEED"
     precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
     say(precision)
     say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
