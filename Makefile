@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-.PHONY: install demo test
+.PHONY: install demo test test-verl
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -21,3 +21,21 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest
+
+# The verl plug-in's environment and tests (docs/verl.md). verl pins transformers<5.11, so it gets its own
+# environment; TRL is installed there too, for the test that the plug-in computes what the TRL trainer computes.
+VERL_VENV ?= .verl-venv
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.installed-stamp
+
+$(VERL_STAMP): pyproject.toml
+	python3 -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install -q --upgrade pip
+	$(VERL_PY) -m pip install -q torch==2.13.0
+	echo "torch==2.13.0" > $(VERL_VENV)/constraints.txt
+	$(VERL_PY) -m pip install -q -c $(VERL_VENV)/constraints.txt "verl[verl-core]>=0.9.1,<0.10" "trl>=1.16,<2" "math-verify>=0.9,<0.10" rich matplotlib pytest
+	$(VERL_PY) -m pip install -q --no-deps -e .
+	touch $(VERL_STAMP)
+
+test-verl: $(VERL_STAMP)
+	$(OFFLINE) RAY_AUTH_MODE=disabled $(VERL_PY) -m pytest tests_verl -p no:cacheprovider -W ignore::UserWarning

@@ -48,6 +48,21 @@ def test_release_warm_value_is_upper_median_of_microbatch_means_with_spikes_drop
     assert step2.ppl_warm == pytest.approx(2.0)
 
 
+def test_release_warm_up_with_every_microbatch_a_spike_falls_back_and_never_gives_nan():
+    """Every warm-up micro-batch mean above the PPL spike (found by the verl tests, where it made the release's
+    advantages NaN): the warm value falls back to the per-step statistic; an undefined τ would give λ_i = 0."""
+    step = AntiSDStep(preset("antisd_release").replace(gate_warmup_steps=1))
+    step(_inputs(_uniform([2.0, 5.0]), _uniform([2.0, 2.0]), microbatch_B=torch.tensor([0, 0])))  # mean 3.5: a spike
+    assert step.microbatch_warm_values == [] and step.ppl_warm == pytest.approx(2.0) and step.gate.warm == pytest.approx(2.0)
+    x = _inputs(_uniform([2.5, 2.5]), _uniform([2.0, 2.0]))
+    x.seq_adv_B = torch.tensor([1.0, -1.0])
+    out = step(x)
+    assert torch.isfinite(out.advantages_BT).all() and (out.lam_B > 0).all()
+    step.ppl_warm = math.nan  # a threshold nothing calibrated: no term rather than NaN advantages
+    out = step(x)
+    assert torch.equal(out.lam_B, torch.zeros(2)) and torch.equal(out.advantages_BT, torch.tensor([[1.0] * 4, [-1.0] * 4]))
+
+
 def test_rows_without_privileged_context_get_no_term():
     """Issue #10 item 9: a teacher that saw the student's own prompt gives padding noise, not PMI."""
     s = preset("no_gate")

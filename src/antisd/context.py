@@ -74,6 +74,26 @@ def select_demonstrations_by_group(
     return picks
 
 
+def select_mismatched_demonstrations(rewards: Sequence[float], group_ids: Sequence[Hashable], threshold: float = 1.0) -> list[int | None]:
+    """For each rollout, a successful rollout of *another* group (the control teacher's solution), or None.
+
+    Groups are taken in order of first appearance; a rollout gets the first successful member of the next group
+    (cyclically) that has one, so the pick is deterministic and never from its own group."""
+    order: list[Hashable] = []
+    first_success: dict[Hashable, int] = {}
+    for i, g in enumerate(group_ids):
+        if g not in order:
+            order.append(g)
+        if rewards[i] >= threshold and g not in first_success:
+            first_success[g] = i
+    picks = []
+    for g in group_ids:
+        k = order.index(g)
+        others = [order[(k + d) % len(order)] for d in range(1, len(order))]
+        picks.append(next((first_success[o] for o in others if o in first_success), None))
+    return picks
+
+
 def strip_thinking(text: str) -> str:
     return _THINK_RE.sub("", text)
 
@@ -160,13 +180,17 @@ class TeacherContextBuilder:
     clean: DemonstrationCleaner
     templates: ContextTemplates = ContextTemplates()
 
-    def build(self, rows: Sequence[int], prompts: Sequence[Any], references: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], group_ids: Sequence[Hashable]):
+    def build(self, rows: Sequence[int], prompts: Sequence[Any], references: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], group_ids: Sequence[Hashable], control: bool = False):
+        """``control=True`` builds the control teacher's prompts instead (``settings.control``): wherever the teacher
+        gets a solution, the control gets another group's correct rollout in the same template with the same
+        feedback; a row whose teacher has a solution but for which no other group has one has no context."""
         s = self.settings
         if len(rewards) != len(texts):
             raise RuntimeError(f"{len(rewards)} gathered rewards for {len(texts)} gathered completions")
         scored = [-math.inf if math.isnan(r) else r for r in rewards]
         picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)
-        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows), "has_context": []}
+        mismatched = select_mismatched_demonstrations(scored, group_ids, s.success_threshold) if control else None
+        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows), "has_context": [], "control_missing": 0}
         budgets: dict[tuple, int] = {}  # the G rollouts of a group share prompt and often feedback: count tokens once
         for g, prompt, reference in zip(rows, prompts, references):
             prompt_text = prompt if isinstance(prompt, str) else last_user_text(prompt)
@@ -174,6 +198,11 @@ class TeacherContextBuilder:
             if s.include_feedback and not math.isnan(rewards[g]):
                 feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
             source = texts[picks[g]] if picks[g] is not None else reference if s.solution_source == "group_then_reference" else None
+            missing = False
+            if control and source:
+                source = texts[mismatched[g]] if mismatched[g] is not None else None
+                missing = source is None
+                stats["control_missing"] += int(missing)
             demo = None
             if source:
                 key = (prompt_text, feedback)
@@ -182,7 +211,7 @@ class TeacherContextBuilder:
                 demo, cut = self.clean(source, budgets[key])
                 stats["demo" if picks[g] is not None else "reference"] += 1
                 stats["demo_truncated"] += int(cut)
-            stats["has_context"].append(bool(demo or feedback))
+            stats["has_context"].append(bool(demo or feedback) and not missing)
             user = teacher_user_text(prompt_text, demo, feedback, self.templates)
             teacher.append(user if isinstance(prompt, str) else teacher_messages(prompt, user, s.teacher_messages))
         return teacher, stats

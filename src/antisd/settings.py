@@ -107,6 +107,8 @@ class AntiSDSettings:
     """Feedback for any other scored rollout."""
     log_categories_every: int = 0
     """Every N steps log the mean u of deliberation and structural tokens (antisd/cat/*); 0 disables."""
+    control: bool = False
+    """Experimental: use u − u_control, u_control the PMI under a *mismatched* correct solution (another group's) in the same template, so the term acts only on what the right solution tells; costs a third forward (perf/antisd_control_forward_s)."""
     diagnostics: bool = False
     """Score the teacher even when it cannot change the advantages (λ_max = 0, e.g. the grpo preset), for the antisd/* diagnostics; costs one forward. antisd compare turns it on."""
 
@@ -148,6 +150,8 @@ class AntiSDSettings:
             raise ValueError(f"{PREFIX}lambda_mode='teacher_ppl' calibrates τ over warm-up: {PREFIX}gate_warmup_steps must be ≥ 1")
         if self.shaping == "release" and self.gate_warmup_steps < 1:
             raise ValueError(f"{PREFIX}shaping='release' calibrates σ_ref over warm-up: {PREFIX}gate_warmup_steps must be ≥ 1")
+        if self.control and self.signal == "no_teacher":
+            raise ValueError(f"{PREFIX}control=True subtracts a control teacher's PMI; {PREFIX}signal='no_teacher' uses no teacher")
         if self.warmup_statistic == "release_microbatch" and self.gate_signal == "teacher_entropy_median" and self.lambda_mode == "constant":
             raise ValueError(f"{PREFIX}warmup_statistic='release_microbatch' applies to perplexity statistics; the entropy gate with constant λ has none")
 
@@ -227,6 +231,9 @@ PRESETS: dict[str, AntiSDSettings] = {
     "no_teacher": _PAPER.replace(signal="no_teacher"),
     "multiplicative": _PAPER.replace(compose="multiplicative"),
     "student_ppl_gate": _PAPER.replace(gate_signal="student_ppl"),
+    # Experimental (issue #12, not in the paper): the paper's AntiSD on u − u_control, the control teacher seeing
+    # another group's correct solution; removes the format shift any solution causes. A third forward.
+    "antisd_control_experimental": _PAPER.replace(control=True),
 }
 
 

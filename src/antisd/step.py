@@ -76,6 +76,9 @@ class StepInputs:
     has_context_B: torch.Tensor | None = None
     """[B] False where the teacher saw no privileged context (no demonstration, no feedback): its input equals the
     student's, u is padding noise, and the row gets no per-token term (None: every row has context)."""
+    control_logp_BT: torch.Tensor | None = None
+    """[B, T] log π_C of the sampled tokens under the control context (settings.control): the signal's u becomes
+    u − u_control = log π_T − log π_C. None otherwise."""
 
 
 @dataclass
@@ -134,7 +137,7 @@ class AntiSDStep:
     def __call__(self, x: StepInputs, reducer: Reducer = LOCAL) -> StepOutput:
         """The whole step: :meth:`decide` on the batch, then :meth:`compose_rows` on all its rows."""
         plan = self.decide(x, reducer)
-        out = self.compose_rows(x.seq_adv_B, x.teacher_logp_BT, x.student_logp_BT, plan.term_mask_BT, plan.lam_B, reducer)
+        out = self.compose_rows(x.seq_adv_B, x.teacher_logp_BT, x.student_logp_BT, plan.term_mask_BT, plan.lam_B, reducer, x.control_logp_BT)
         out.gate_on, out.statistic, out.metrics = plan.gate_on, plan.statistic, plan.metrics | out.metrics
         return out
 
@@ -157,6 +160,10 @@ class AntiSDStep:
         finite_BT = torch.isfinite(teacher_logp_BT)
         if student_logp_BT is not None:
             finite_BT = finite_BT & torch.isfinite(student_logp_BT)
+        if s.control:
+            if x.control_logp_BT is None:
+                raise ValueError("settings.control needs the control teacher's log-probs (control_logp_BT)")
+            finite_BT = finite_BT & torch.isfinite(x.control_logp_BT)
         signal_mask_BT = mask_BT.bool() & finite_BT
         teacher_ppl_B = sequence_ppl(teacher_logp_BT, signal_mask_BT)
         student_ppl_B = sequence_ppl(student_logp_BT, signal_mask_BT) if student_logp_BT is not None else None
@@ -170,7 +177,7 @@ class AntiSDStep:
             gate_on = self.gate.step(stat)
             if not was_calibrated:
                 if student_logp_BT is not None:
-                    u_BT = token_pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT)
+                    u_BT = self.pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT, x.control_logp_BT)
                     self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
                 self._observe_warm_ppl(teacher_ppl_B, signal_mask_BT, x.microbatch_B, reducer)
                 if self.gate.calibrated:
@@ -184,12 +191,19 @@ class AntiSDStep:
         metrics = self._batch_metrics(x, gate_on, stat, lam_B, teacher_ppl_B, signal_mask_BT, reducer)
         return StepPlan(gate_on, stat, lam_B, term_mask_BT, metrics)
 
-    def compose_rows(self, seq_adv_B, teacher_logp_BT, student_logp_BT, term_mask_BT, lam_B, reducer: Reducer = LOCAL) -> StepOutput:
+    def pmi(self, teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT=None) -> torch.Tensor:
+        """[B, T] the u the signal acts on: log π_T − log π_S, or with a control u − u_control = log π_T − log π_C."""
+        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, mask_BT)
+        if self.settings.control:
+            u_BT = u_BT - token_pmi(control_logp_BT, student_logp_BT, mask_BT)
+        return u_BT
+
+    def compose_rows(self, seq_adv_B, teacher_logp_BT, student_logp_BT, term_mask_BT, lam_B, reducer: Reducer = LOCAL, control_logp_BT=None) -> StepOutput:
         """Per-row part: u, the (shaped) signal and the composed [B, T] advantages of any subset of the batch's rows,
         with the plan's λ_i and term mask for those rows. Row-local except the token metrics (reduced)."""
         s = self.settings
         mask_BT = term_mask_BT.bool() & torch.isfinite(student_logp_BT)
-        u_BT = token_pmi(teacher_logp_BT, student_logp_BT, mask_BT)
+        u_BT = self.pmi(teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT)
         if s.shaping == "release":
             signal_BT = release_signal(
                 u_BT, student_logp_BT, mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
@@ -236,10 +250,13 @@ class AntiSDStep:
         if self.settings.warmup_statistic == "release_microbatch":
             local = upper_median(self.microbatch_warm_values) if self.microbatch_warm_values else math.nan
             total, count = reducer.sum([local if math.isfinite(local) else 0.0, float(math.isfinite(local))])
-            self.ppl_warm = total / count if count else math.nan
-            if self.settings.gate_signal == "teacher_ppl":
-                self.gate.set_warm(self.ppl_warm)
-            return
+            if count:
+                self.ppl_warm = total / count
+                if self.settings.gate_signal == "teacher_ppl":
+                    self.gate.set_warm(self.ppl_warm)
+                return
+            # Every micro-batch mean was a spike: the release statistic is undefined; fall back to the per-step one
+            # below (the gate keeps its own warm value) rather than a NaN threshold that would poison λ_i.
         finite = [v for v in self.ppl_warm_values if math.isfinite(v)]
         self.ppl_warm = statistics.median(finite) if finite else math.nan
 
@@ -256,8 +273,11 @@ class AntiSDStep:
             return torch.zeros_like(teacher_ppl_B)
         if s.lambda_mode == "constant":
             return torch.full_like(teacher_ppl_B, s.lambda_max)
+        tau = self.tau()
+        if not math.isfinite(tau):  # no usable warm-up value (every warm-up PPL above the spike): no term, never NaN
+            return torch.zeros_like(teacher_ppl_B)
         return teacher_ppl_lambda(
-            teacher_ppl_B, self.tau(), coef=s.lambda_coef, alpha=s.lambda_alpha,
+            teacher_ppl_B, tau, coef=s.lambda_coef, alpha=s.lambda_alpha,
             lam_min=s.lambda_min, lam_max=s.lambda_max, ppl_spike=s.ppl_spike,
         )  # fmt: skip
 

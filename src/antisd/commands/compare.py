@@ -5,11 +5,16 @@ hence the same initial model, the same prompt order and the same evaluation nois
 seed. Held-out avg@k is measured every ``eval_every`` steps. Runs are resumable (a finished run is skipped, an
 interrupted one resumes from its last checkpoint), and ``--report_only true`` re-plots from the run directories.
 
-The report (``report.md`` + ``report.png``) gives: accuracy curves with per-seed spread, each variant's best
-avg@k and its step (on the seed-mean curve), the steps to reach GRPO's best and the resulting speedup (the
-paper's Table 1 definition: GRPO's best step / first step at which the variant reaches GRPO's best), final
-accuracy minus GRPO's with a 95% t-interval over seeds (paired by seed), and training dynamics: response length,
-student and teacher entropy, fraction of u < 0, gate activity.
+The report (``report.md`` + ``report.png``) gives: accuracy curves with per-seed spread; the primary metric, the
+area under the held-out accuracy curve (AUC: mean avg@k over the evaluation points), with each variant's paired
+difference to the baseline, its t-interval at the Bonferroni level for the number of variants compared and its
+Holm-adjusted p-value (:mod:`antisd.stats`); each variant's best avg@k and its step (on the seed-mean curve), the
+steps to reach GRPO's best and the resulting speedup (the paper's Table 1 definition: GRPO's best step / first
+step at which the variant reaches GRPO's best), final accuracy minus GRPO's (paired by seed, 95% t-interval), and
+training dynamics: response length, student and teacher entropy, fraction of u < 0, gate activity.
+
+``--plan_seeds true`` reads the baseline's finished runs in ``output_dir`` as a pilot and prints how many seeds
+make the paired AUC interval at most ``target_halfwidth`` wide on each side (:func:`antisd.stats.seeds_for_halfwidth`).
 
 Example:
     antisd compare --variants grpo,sd,antisd_release,antisd --seeds 3 --steps 100 --eval_every 10
@@ -24,13 +29,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antisd import configio, rundir
+from antisd import configio, rundir, stats
 from antisd.commands import train
 from antisd.runlog import read_jsonl
 from antisd.settings import AntiSDSettings, from_prefixed, preset
-
-# two-sided 95% Student-t quantiles by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 20: 2.086, 30: 2.042}
 
 DYNAMICS = (
     ("train/completions/mean_length", "response length"),
@@ -74,6 +76,11 @@ class CompareConfig:
     """Learning rate of every run."""
     report_only: bool = False
     """Only rebuild the report from existing run directories."""
+    target_halfwidth: float = 0.03
+    """Half-width of the paired AUC interval a seed plan aims at (0.03 = ±3 pp)."""
+    plan_seeds: bool = False
+    """Only plan: from the baseline's finished runs in output_dir (the pilot), print the seeds the comparison of
+    ``variants`` needs for ``target_halfwidth`` (Bonferroni over the non-baseline variants), and exit."""
 
 
 def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
@@ -110,9 +117,26 @@ def _finished(run_dir: Path, steps: int) -> bool:
     return path.exists() and json.loads(path.read_text())["steps"] >= steps
 
 
+def plan_seeds(cfg: CompareConfig) -> dict:
+    """Seeds needed for the target AUC half-width, from the baseline runs already in ``output_dir`` (a pilot)."""
+    curves = _curves(cfg).get(cfg.baseline, {})
+    pilot = [stats.curve_auc(c) for c in curves.values()]
+    comparisons = max(len([v for v in cfg.variants if v != cfg.baseline]), 1)
+    plan = stats.seeds_for_halfwidth(pilot, cfg.target_halfwidth, comparisons) | {"comparisons": comparisons, "pilot_auc": pilot}
+    print(
+        f"[compare] pilot: {len(pilot)} {cfg.baseline} seeds, AUC SD {plan['pilot_sd']:.4f} (paired SD taken as {plan['paired_sd']:.4f}); "
+        f"±{cfg.target_halfwidth} at 95% Bonferroni over {comparisons} comparisons needs {plan['needed']} seeds → run {plan['seeds']}"
+    )
+    return plan
+
+
 def main(cfg: CompareConfig) -> Path:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.plan_seeds:
+        plan = plan_seeds(cfg)
+        (out / "seed_plan.json").write_text(json.dumps(plan, indent=2))
+        return out / "seed_plan.json"
     (out / "compare.yaml").write_text(configio.to_yaml(cfg))
 
     # 1. Runs: skip finished ones, resume interrupted ones
@@ -152,12 +176,10 @@ def _mean_curve(per_seed: dict[int, dict[int, float]]) -> dict[int, float]:
 
 
 def _ci95(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
     if len(values) < 2:
-        return mean, float("nan")
-    df = len(values) - 1
-    t = _T95[max(d for d in _T95 if d <= df)]
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+        return statistics.fmean(values), float("nan")
+    interval = stats.paired_interval(values)
+    return interval["mean"], interval["halfwidth"]
 
 
 def summarise(cfg: CompareConfig) -> dict:
@@ -166,18 +188,28 @@ def summarise(cfg: CompareConfig) -> dict:
     rows = {}
     base = means.get(cfg.baseline)
     base_best_step, base_best = (max(base.items(), key=lambda kv: (kv[1], -kv[0])) if base else (None, None))
+    comparisons = max(len([v for v in curves if v != cfg.baseline]), 1)  # the family the AUC intervals correct for
     for variant, curve in means.items():
         best_step, best = max(curve.items(), key=lambda kv: (kv[1], -kv[0]))  # earliest step of the best value
         reach = next((s for s in sorted(curve) if s > 0 and base_best is not None and curve[s] >= base_best), None)
         finals = {seed: c[max(c)] for seed, c in curves[variant].items()}
         row = {"best": best, "best_step": best_step, "final": statistics.fmean(finals.values()), "seeds": len(finals), "reach_baseline_best": reach}
         row["speedup"] = (base_best_step / reach) if reach and base_best_step else None
+        aucs = {seed: stats.curve_auc(c) for seed, c in curves[variant].items()}
+        row["auc"] = statistics.fmean(aucs.values())
         if base is not None and variant != cfg.baseline:
             base_finals = {seed: c[max(c)] for seed, c in curves[cfg.baseline].items()}
             deltas = [finals[s] - base_finals[s] for s in finals if s in base_finals]
             row["final_delta"], row["final_delta_ci95"] = _ci95(deltas) if deltas else (None, None)
+            base_aucs = {seed: stats.curve_auc(c) for seed, c in curves[cfg.baseline].items()}
+            auc_deltas = [aucs[s] - base_aucs[s] for s in aucs if s in base_aucs]
+            if len(auc_deltas) >= 2:
+                row["auc_delta"] = stats.paired_interval(auc_deltas, comparisons=comparisons)
         rows[variant] = row
-    return {"rows": rows, "baseline": cfg.baseline, "baseline_best": base_best, "baseline_best_step": base_best_step, "curves": curves}
+    tested = {v: r["auc_delta"]["p"] for v, r in rows.items() if "auc_delta" in r}
+    for variant, p in stats.holm(tested).items():
+        rows[variant]["auc_delta"]["p_holm"] = p
+    return {"rows": rows, "baseline": cfg.baseline, "baseline_best": base_best, "baseline_best_step": base_best_step, "comparisons": comparisons, "curves": curves}
 
 
 def _fmt(x, pct: bool = True) -> str:
@@ -198,15 +230,20 @@ def write_report(cfg: CompareConfig) -> Path:
         "Best and its step are read on the seed-mean curve; the speedup is "
         f"{cfg.baseline}'s best step / the first step at which the variant's mean curve reaches {cfg.baseline}'s best (× = never); "
         f"Δ final is the paired per-seed difference to {cfg.baseline} at the last step, with a 95% t-interval.",
+        f"Primary metric: AUC = mean avg@{cfg.eval_k} over the evaluation points; Δ AUC is paired by seed, its interval a t-interval at "
+        f"the Bonferroni level for {summary['comparisons']} comparisons (95% family-wise), p the paired t-test's, Holm-adjusted.",
         "",
-        f"| variant | best avg@{cfg.eval_k} (%) | at step | final (%) | Δ final vs {cfg.baseline} (pp) | first reaches {cfg.baseline}'s best | speedup |",
-        "|---|---|---|---|---|---|---|",
+        f"| variant | AUC (%) | Δ AUC vs {cfg.baseline} (pp) | p (Holm) | best avg@{cfg.eval_k} (%) | at step | final (%) | Δ final (pp) | first reaches {cfg.baseline}'s best | speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, r in summary["rows"].items():
         delta = "–" if r.get("final_delta") is None else f"{100 * r['final_delta']:+.1f} ± {100 * r['final_delta_ci95']:.1f}"
+        auc_d = r.get("auc_delta")
+        auc_delta = "–" if auc_d is None else f"{100 * auc_d['mean']:+.1f} [{100 * auc_d['low']:+.1f}, {100 * auc_d['high']:+.1f}]"
+        p_holm = "–" if auc_d is None else f"{auc_d['p_holm']:.3f}"
         reach = "×" if r["reach_baseline_best"] is None else str(r["reach_baseline_best"])
         speed = "×" if r["speedup"] is None else f"{r['speedup']:.1f}×"
-        lines.append(f"| {variant} | {_fmt(r['best'])} | {r['best_step']} | {_fmt(r['final'])} | {delta} | {reach} | {speed} |")
+        lines.append(f"| {variant} | {_fmt(r['auc'])} | {auc_delta} | {p_holm} | {_fmt(r['best'])} | {r['best_step']} | {_fmt(r['final'])} | {delta} | {reach} | {speed} |")
     lines += ["", f"![curves and dynamics]({png.name})", ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))

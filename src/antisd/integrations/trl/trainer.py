@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -68,6 +69,10 @@ class AntiSDBatch:
     prompt_ids: torch.Tensor
     completion_ids: torch.Tensor
     teacher_texts: list
+    teacher_entropy_BT: torch.Tensor | None = None
+    response_mask_BT: torch.Tensor | None = None
+    rewards: list | None = None
+    """The whole generation batch's rewards (all processes), from which siblings and feedback were chosen."""
 
 
 class AntiSDTrainer(GRPOTrainer):
@@ -154,20 +159,25 @@ class AntiSDTrainer(GRPOTrainer):
             ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
             student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1), False)
 
+        control_logp_BT = self._control_logp(prompts, completion_ids, completion_mask, ctx_stats) if s.control else None
+
         B = completion_ids.size(0)
         microbatch_B = torch.arange(B) // self.args.per_device_train_batch_size  # TRL's micro-batches of this process
         has_context_B = torch.tensor(ctx_stats["has_context"], dtype=torch.bool)
-        inputs = StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT, microbatch_B, has_context_B)
+        inputs = StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT, microbatch_B, has_context_B, control_logp_BT)
         plan = step.decide(inputs, self.antisd_reducer)
         self._log_antisd(plan.metrics, ctx_stats, truncated)
         self.last_antisd_batch = AntiSDBatch(
             self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, plan.term_mask_BT,
             plan.lam_B, plan.gate_on, self.sigma_ref.value, None, out["prompt_ids"], completion_ids, teacher_texts,
+            teacher_ent_BT, mask_BT, self._antisd_rewards.tolist(),
         )  # fmt: skip
         if student_logp_BT is None:  # deferred: TRL shuffles and splits these with the rows; _compute_loss composes
             out["antisd_teacher_logp"], out["antisd_term_mask"], out["antisd_lam"] = teacher_logp_BT, plan.term_mask_BT, plan.lam_B
+            if control_logp_BT is not None:
+                out["antisd_control_logp"] = control_logp_BT
             return out["advantages"]
-        result = step.compose_rows(out["advantages"], teacher_logp_BT, student_logp_BT, plan.term_mask_BT, plan.lam_B, self.antisd_reducer)
+        result = step.compose_rows(out["advantages"], teacher_logp_BT, student_logp_BT, plan.term_mask_BT, plan.lam_B, self.antisd_reducer, control_logp_BT)
         self._log_tokens(result, completion_ids)
         self.last_antisd_batch.advantages_BT = result.advantages_BT
         return result.advantages_BT.to(self.accelerator.device)
@@ -188,7 +198,7 @@ class AntiSDTrainer(GRPOTrainer):
             self._antisd_pending = None
             out = self.antisd_step.compose_rows(
                 pending["advantages"], pending["antisd_teacher_logp"], result[0].detach().float(),
-                pending["antisd_term_mask"], pending["antisd_lam"], self.antisd_reducer,
+                pending["antisd_term_mask"], pending["antisd_lam"], self.antisd_reducer, pending.get("antisd_control_logp"),
             )  # fmt: skip
             self._log_tokens(out, pending["completion_ids"])
             pending["advantages"], pending["antisd_student_logp"] = out.advantages_BT, result[0].detach()
@@ -201,8 +211,21 @@ class AntiSDTrainer(GRPOTrainer):
         if every and self.state.global_step % every == 0:
             self._log_categories(completion_ids, out.u_BT, out.signal_mask_BT)
 
-    def _teacher_texts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> tuple[list, dict]:
-        """Each local rollout's teacher prompt (messages or text), from the globally gathered group."""
+    def _control_logp(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor, ctx_stats: dict) -> torch.Tensor:
+        """The control teacher's log-probs (settings.control, experimental): another group's correct solution in the
+        same template. A third forward, timed in perf/antisd_control_forward_s; rows without a control get no term."""
+        start = time.perf_counter()
+        texts, stats = self._teacher_texts(prompts, completion_ids, completion_mask, control=True)
+        ids, mask, _ = self._tokenize_teacher(texts, completion_ids, completion_mask)
+        logp_BT, _ = self._score(ids, mask, completion_ids.size(1), False)
+        ctx_stats["has_context"] = [a and b for a, b in zip(ctx_stats["has_context"], stats["has_context"])]
+        ctx_stats["control_missing"] = stats["control_missing"]
+        self.last_control_texts = texts
+        self._metrics["train"]["perf/antisd_control_forward_s"].append(time.perf_counter() - start)
+        return logp_BT
+
+    def _teacher_texts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor, control: bool = False) -> tuple[list, dict]:
+        """Each local rollout's teacher prompt (messages or text), from the globally gathered group (or the control's)."""
         tok = self.processing_class
         local_texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(completion_ids, completion_mask)]
         all_texts = gather_object(local_texts)
@@ -210,7 +233,7 @@ class AntiSDTrainer(GRPOTrainer):
         group_ids = [i // self.num_generations for i in range(len(rewards))]
         offset = self.accelerator.process_index * len(prompts)
         rows = range(offset, offset + len(prompts))
-        return self.teacher_context.build(rows, prompts, self._antisd_references, all_texts, rewards, group_ids)
+        return self.teacher_context.build(rows, prompts, self._antisd_references, all_texts, rewards, group_ids, control=control)
 
     def _tokenize_teacher(self, teacher: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
         """Left-padded teacher prompt ⊕ the student's completion tokens; prompts over budget are head/tail cut."""
@@ -242,8 +265,8 @@ class AntiSDTrainer(GRPOTrainer):
 
     def _log_antisd(self, step_metrics: dict, ctx_stats: dict, truncated: int) -> None:
         """The step's batch metrics plus the context counts, reduced over processes, into TRL's metric store."""
-        ndemo, ndcut, ntrunc, nseq, nref = self.antisd_reducer.sum(
-            [float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"])]
+        ndemo, ndcut, ntrunc, nseq, nref, nmiss = self.antisd_reducer.sum(
+            [float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"]), float(ctx_stats["control_missing"])]
         )
         metrics = dict(step_metrics)
         metrics |= {
@@ -252,6 +275,8 @@ class AntiSDTrainer(GRPOTrainer):
             "antisd/demo_truncated": ndcut,
             "antisd/teacher_prompt_truncated": ntrunc,
         }
+        if self.args.antisd.control:
+            metrics["antisd/control_missing_fraction"] = nmiss / max(nseq, 1)
         for key, value in metrics.items():
             self._metrics["train"][key].append(value)
 

@@ -1,0 +1,141 @@
+"""Driver-side AntiSD on one verl batch: gather → teacher rows → shared step. No verl imports.
+
+verl's v1 trainer holds the whole generation batch on the driver (single controller), already re-ordered by its
+sequence-length balancer, so group members are *not* consecutive: siblings are found by ``uid``, and every
+statistic the step reduces is global without any collective (the reducer is the identity, :data:`LOCAL`).
+
+Conventions (verl's padded layout): ``responses_BT`` right-padded response token ids, ``response_mask_BT`` 1 on
+tokens that take part in the loss (0 on tool output and padding), ``response_len_B`` the number of response
+positions of each row (tool output included), ``scores_BT`` token-level rewards (the outcome on the last token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, Sequence
+
+import torch
+
+from antisd import context as ctx
+from antisd.step import LOCAL, AntiSDStep, Reducer, StepInputs, StepOutput
+
+
+def sequence_rewards(scores_BT: torch.Tensor, response_mask_BT: torch.Tensor, is_padding_B: Sequence[bool] | None = None) -> list[float]:
+    """[B] outcome reward of each row (sum of its token-level scores); NaN on verl's synthetic padding rows, which
+    must neither get feedback nor serve as a demonstration."""
+    rewards = (scores_BT.double() * response_mask_BT.double()).sum(dim=1).tolist()
+    if is_padding_B is not None:
+        rewards = [float("nan") if pad else r for r, pad in zip(rewards, is_padding_B)]
+    return rewards
+
+
+def sequence_advantages(adv_BT: torch.Tensor, response_mask_BT: torch.Tensor, atol: float = 1e-6) -> torch.Tensor:
+    """[B] A_seq from verl's [B, T] outcome advantages (constant over a row's response tokens; 0 for empty rows).
+
+    Raises if a row's advantages vary along it: AntiSD adds its per-token term to an *outcome* advantage (grpo,
+    rloo, reinforce_plus_plus_baseline, ...), not to a token-level one such as GAE's."""
+    mask = response_mask_BT.bool()
+    first = torch.where(mask.any(dim=1), mask.float().argmax(dim=1), torch.zeros(mask.size(0), dtype=torch.long))
+    seq_B = adv_BT.gather(1, first[:, None]).squeeze(1) * mask.any(dim=1)
+    spread_B = ((adv_BT - seq_B[:, None]).abs() * mask).amax(dim=1)
+    bad = (spread_B > atol).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"row {bad[0]}: the advantage varies along the response (by {spread_B[bad[0]].item():.3g}); AntiSD needs an "
+            "outcome estimator such as algorithm.adv_estimator=grpo, not a token-level one (gae)"
+        )
+    return seq_B.float()
+
+
+def rollout_order(keys: Sequence[str]) -> list[tuple]:
+    """Generation order of verl v1 rows from their TransferQueue keys ``{uid}_{session_id}_{index}`` (session_id is
+    the rollout's number within its group); a key of another form keeps its batch position."""
+    order = []
+    for position, key in enumerate(keys):
+        parts = str(key).rsplit("_", 2)
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            order.append((0, int(parts[1]), int(parts[2]), position))
+        else:
+            order.append((1, position, 0, position))
+    return order
+
+
+def decode_responses(tokenizer: Any, responses_BT: torch.Tensor, response_mask_BT: torch.Tensor) -> list[str]:
+    """Each row's response text as the demonstration builder needs it (TRL decodes its completions the same way)."""
+    return [tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True) for ids, m in zip(responses_BT, response_mask_BT)]
+
+
+@dataclass
+class TeacherRows:
+    """The teacher's input of each row: its privileged-context prompt ids and the row's own response ids."""
+
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    has_context_B: torch.Tensor
+    """[B] False where the teacher prompt carries neither demonstration nor feedback (u would be padding noise)."""
+    prompts: list
+    """The teacher prompts (chat messages or text), for inspection."""
+    metrics: dict[str, float]
+    """antisd/demo_fraction, reference_fraction, demo_truncated, teacher_prompt_truncated (over real rows)."""
+
+
+def teacher_rows(
+    builder: ctx.TeacherContextBuilder, tokenizer: Any, raw_prompts: Sequence[Any], texts: Sequence[str], rewards: Sequence[float],
+    uids: Sequence[Hashable], responses_BT: torch.Tensor, response_len_B: torch.Tensor, references: Sequence[Any] | None = None,
+    is_padding_B: Sequence[bool] | None = None, chat_template_kwargs: dict | None = None, order_B: Sequence | None = None,
+) -> TeacherRows:  # fmt: skip
+    """Builds every row's teacher input from its group (siblings by ``uid``), with the shared context builder.
+
+    ``order_B`` (e.g. :func:`rollout_order` of verl's keys) is each row's place in generation order: the
+    demonstration is the first correct sibling in *that* order, as in TRL, whatever order the balancer left."""
+    B = len(texts)
+    order = sorted(range(B), key=lambda i: order_B[i]) if order_B is not None else list(range(B))
+    back = {j: k for k, j in enumerate(order)}
+    refs = list(references or [None] * B)
+    pick = lambda xs: [xs[j] for j in order]  # noqa: E731
+    built, stats = builder.build(range(B), pick(list(raw_prompts)), pick(refs), pick(list(texts)), pick(list(rewards)), pick(list(uids)))
+    prompts = [built[back[i]] for i in range(B)]
+    stats["has_context"] = [stats["has_context"][back[i]] for i in range(B)]
+    encoded = [ctx.teacher_prompt_ids(tokenizer, p, builder.settings, chat_template_kwargs) for p in prompts]
+    padding = list(is_padding_B or [False] * B)
+    real = max(B - sum(padding), 1)
+    metrics = {
+        "antisd/demo_fraction": stats["demo"] / real,
+        "antisd/reference_fraction": stats["reference"] / real,
+        "antisd/demo_truncated": float(stats["demo_truncated"]),
+        "antisd/teacher_prompt_truncated": float(sum(int(cut) for (_, cut), pad in zip(encoded, padding) if not pad)),
+    }
+    has_context = torch.tensor([c and not pad for c, pad in zip(stats["has_context"], padding)], dtype=torch.bool)
+    responses = [responses_BT[i, : int(response_len_B[i])].tolist() for i in range(B)]
+    return TeacherRows([ids for ids, _ in encoded], responses, has_context, prompts, metrics)
+
+
+def teacher_sequences(rows: TeacherRows, response_mask_BT: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """One verl sample per row, in the layout verl's agent loop writes (1-D tensors; the trainer nests them):
+    teacher prompt ⊕ the row's response, full attention, positions 0..L−1, the row's own response mask."""
+    samples = []
+    for i, (prompt, response) in enumerate(zip(rows.prompt_ids, rows.response_ids)):
+        input_ids = torch.tensor(prompt + response, dtype=torch.long)
+        samples.append({
+            "prompts": torch.tensor(prompt, dtype=torch.long),
+            "responses": torch.tensor(response, dtype=torch.long),
+            "response_mask": response_mask_BT[i, : len(response)].long(),
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "position_ids": torch.arange(input_ids.numel()),
+        })  # fmt: skip
+    return samples
+
+
+def apply_step(
+    step: AntiSDStep, adv_BT: torch.Tensor, teacher_logp_BT: torch.Tensor, old_logp_BT: torch.Tensor, response_mask_BT: torch.Tensor,
+    has_context_B: torch.Tensor, teacher_entropy_BT: torch.Tensor | None = None, microbatch_B: torch.Tensor | None = None,
+    reducer: Reducer = LOCAL,
+) -> StepOutput:  # fmt: skip
+    """The shared step on the batch: A_seq from verl's outcome advantages, u from the teacher pass and the old
+    log-probs (the student under the plain prompt, same weights), → [B, T] advantages (0 past each response)."""
+    seq_adv_B = sequence_advantages(adv_BT, response_mask_BT)
+    inputs = StepInputs(seq_adv_B, teacher_logp_BT.float(), old_logp_BT.float(), response_mask_BT, teacher_entropy_BT, microbatch_B, has_context_B)
+    out = step(inputs, reducer)
+    out.advantages_BT = out.advantages_BT * response_mask_BT.to(out.advantages_BT.dtype)  # verl's convention
+    return out

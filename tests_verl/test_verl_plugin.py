@@ -1,0 +1,477 @@
+"""The verl plug-in (issue #8 part 2), in the verl environment (`make test-verl`; verl pins transformers<5.11).
+
+On CPU: the plug-in registers on `import verl`; the config group parses with every preset; on real `DataProto`
+batches the plug-in's advantages equal the shared step's and what the TRL trainer computed for the same rollouts,
+teacher contexts and log-probs (a seeded TRL run in this environment is the source); siblings are found by uid
+wherever the balancer put the group's rows; `_compute_advantage` and the teacher pass are wired through
+TransferQueue and the worker group as the trainer calls them (an in-memory TransferQueue and a worker group
+that runs the model); gate state round-trips through a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+import verl  # noqa: F401  (loads the plug-in through its entry point)
+from verl import DataProto
+from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
+
+from antisd import cli
+from antisd.integrations.trl import AntiSDTrainer as TRLTrainer
+from antisd.integrations.verl import batch as vb
+from antisd.integrations.verl.config import CONFIG_DIR, CONFIG_NAME, config_group_yaml, settings_from_config
+from antisd.runtime import load_model
+from antisd.settings import PRESETS, preset
+from antisd.step import AntiSDStep, StepInputs
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTBED = ROOT / "src" / "antisd" / "assets" / "testbed"
+G, PROMPTS, STEPS, WARMUP, ACCUM = 4, 4, 4, 3, 2
+
+
+# --- registration and config ---------------------------------------------------------------------------------
+
+
+def _registered(env_extra: dict) -> str:
+    code = "import verl\nfrom verl.trainer.ppo.v1 import get_trainer_cls\ntry:\n    print(get_trainer_cls('antisd_sync').__module__)\nexcept Exception as e:\n    print('missing', type(e).__name__)"
+    env = {k: v for k, v in os.environ.items() if k != "VERL_USE_EXTERNAL_PLUGINS"} | env_extra
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_plugin_registers_on_import_of_verl_through_its_entry_point():
+    assert _registered({}) == "antisd.integrations.verl.trainer"
+    assert _registered({"VERL_USE_EXTERNAL_PLUGINS": "antisd"}) == "antisd.integrations.verl.trainer"
+    # with verl's plug-in loading switched off nothing else registers it: the entry point is what does
+    assert _registered({"VERL_USE_EXTERNAL_PLUGINS": "none"}).startswith("missing")
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(CONFIG_NAME, overrides=overrides)
+
+
+def test_shipped_config_is_generated_from_the_settings():
+    assert (CONFIG_DIR / f"{CONFIG_NAME}.yaml").read_text() == config_group_yaml()
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_group_parses_with_every_preset(name):
+    cfg = _compose([f"antisd.preset={name}"])
+    assert cfg.trainer.v1.trainer_mode == "antisd_sync"
+    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size > 0  # verl's own tree is there, under ours
+    assert settings_from_config(cfg.antisd) == preset(name)
+
+
+def test_config_group_overrides_and_refusals():
+    cfg = _compose(["antisd.preset=antisd_release", "antisd.lambda_max=0.3", "antisd.gate_warmup_steps=10"])
+    assert settings_from_config(cfg.antisd) == preset("antisd_release").replace(lambda_max=0.3, gate_warmup_steps=10)
+    assert settings_from_config(None) == preset("antisd")
+    with pytest.raises(KeyError, match="lambda_maxx"):
+        settings_from_config({"lambda_maxx": 0.3})
+    with pytest.raises(KeyError, match="antisd_relase"):
+        settings_from_config({"preset": "antisd_relase"})
+    with pytest.raises(ValueError, match="gate_warmup_steps"):
+        settings_from_config({"gate_warmup_steps": 0})
+    with pytest.raises(Exception, match="lambda_maxx"):  # Hydra's struct mode refuses unknown keys
+        _compose(["antisd.lambda_maxx=0.3"])
+    from antisd.integrations.verl.trainer import AntiSDTrainer
+
+    with pytest.raises(NotImplementedError, match="TRL trainer only"):  # refused before verl starts anything
+        AntiSDTrainer(OmegaConf.create({"antisd": {"preset": "antisd_control_experimental"}}))
+
+
+def _script_overrides(path: Path) -> list[str]:
+    text = path.read_text()
+    block = text.split("# BEGIN OVERRIDES")[1].split("# END OVERRIDES")[0]
+    lines = [line.strip() for line in block.splitlines()[2:] if line.strip() and line.strip() != ")"]
+    env = {"$PRESET": "antisd_release", "$TRAIN_FILE": "/data/train.parquet", "$VAL_FILE": "/data/val.parquet", "$MODEL": "Qwen/Qwen3-8B", "$NNODES": "2", "$GPUS_PER_NODE": "8", "$OUT": "/ckpt"}
+    for name, value in env.items():
+        lines = [line.replace(name, value) for line in lines]
+    assert not any("$" in line for line in lines), lines
+    return lines
+
+
+def test_paper_launch_script_composes_in_verls_config():
+    overrides = _script_overrides(ROOT / "scripts" / "verl" / "qwen3_8b_antisd.sh")
+    cfg = _compose(overrides)
+    assert settings_from_config(cfg.antisd) == preset("antisd_release").replace(len_mask=12000)
+    assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.actor.ppo_mini_batch_size, cfg.actor_rollout_ref.rollout.n) == (32, 32, 8)
+    assert (cfg.data.max_response_length, cfg.actor_rollout_ref.actor.optim.lr, cfg.actor_rollout_ref.actor.use_kl_loss) == (16384, 1e-6, False)
+    assert cfg.data.apply_chat_template_kwargs.enable_thinking is False and cfg.trainer.total_training_steps == 200
+
+
+# --- the same rollouts through TRL and through the plug-in ---------------------------------------------------
+
+
+def _trl_run(tmp_path: Path, name: str, monkeypatch) -> list:
+    batches = []
+    orig = TRLTrainer._generate_and_score_completions
+
+    def gen(self, inputs):
+        out = orig(self, inputs)
+        if self.model.training:
+            b = self.last_antisd_batch
+            batches.append({"batch": b, "prompts": [x["prompt"] for x in inputs], "completion_mask": out["completion_mask"].clone()})
+        return out
+
+    monkeypatch.setattr(TRLTrainer, "_generate_and_score_completions", gen)
+    out_dir = tmp_path / name
+    argv = [
+        "train", "--model", "testbed", "--output_dir", str(out_dir), "--preset", name, "--steps", str(STEPS),
+        "--prompts_per_step", str(PROMPTS), "--num_generations", str(G), "--max_completion_length", "96", "--grad_accum", str(ACCUM),
+        "--eval_k", "0", "--save_steps", "0", "--antisd_gate_warmup_steps", str(WARMUP), "--seed", "0",
+        "--trl_args", "{score_student_separately: true}",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    logged = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in logged if "antisd/gate_statistic" in m]
+    assert len(batches) == len(logged) == STEPS
+    for rec, m in zip(batches, logged):
+        rec["metrics"] = m
+    return batches
+
+
+def _dataproto(rec: dict, tok, perm: torch.Tensor) -> DataProto:
+    """The rollouts of one TRL step as verl's padded batch, rows re-ordered by ``perm`` (as verl's balancer does)."""
+    b = rec["batch"]
+    mask_BT = rec["completion_mask"]
+    lengths = mask_BT.sum(dim=1)
+    scores_BT = torch.zeros(mask_BT.shape)
+    scores_BT[torch.arange(len(lengths)), (lengths - 1).clamp(min=0)] = torch.tensor(b.rewards, dtype=torch.float32)
+    uids = np.array([f"prompt-{i // G}" for i in range(len(lengths))], dtype=object)
+    raw = np.empty(len(lengths), dtype=object)
+    raw[:] = rec["prompts"]
+    seq_adv = b.seq_adv_B.float()
+    data = DataProto.from_dict(
+        tensors={
+            "responses": b.completion_ids, "response_mask": mask_BT, "rm_scores": scores_BT,
+            "old_log_probs": b.student_logp_BT, "advantages": seq_adv[:, None] * mask_BT,
+            "teacher_logp": b.teacher_logp_BT, "teacher_entropy": b.teacher_entropy_BT if b.teacher_entropy_BT is not None else torch.zeros(mask_BT.shape),
+            "microbatch": torch.arange(len(lengths)) // (len(lengths) // ACCUM),
+        },
+        non_tensors={"uid": uids, "raw_prompt": raw, "key": np.array([f"{u}_{i % G}_0" for i, u in enumerate(uids)], dtype=object)},
+    )  # fmt: skip
+    data.reorder(perm)
+    return data
+
+
+def _plugin_on(step: AntiSDStep, data: DataProto, tok, entropy: bool):
+    t = data.batch
+    texts = vb.decode_responses(tok, t["responses"], t["response_mask"])
+    rewards = vb.sequence_rewards(t["rm_scores"], t["response_mask"])
+    rows = vb.teacher_rows(
+        _builder(step.settings, tok), tok, list(data.non_tensor_batch["raw_prompt"]), texts, rewards, list(data.non_tensor_batch["uid"]),
+        t["responses"], t["response_mask"].sum(dim=1), order_B=vb.rollout_order(list(data.non_tensor_batch["key"])),
+    )  # fmt: skip
+    out = vb.apply_step(
+        step, t["advantages"], t["teacher_logp"], t["old_log_probs"], t["response_mask"], rows.has_context_B,
+        t["teacher_entropy"] if entropy else None, t["microbatch"],
+    )  # fmt: skip
+    return rows, out
+
+
+def _builder(settings, tok):
+    from antisd import context as ctx
+    from antisd.tasks import countdown as cd
+
+    cleaner = ctx.DemonstrationCleaner(
+        tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"], detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
+        max_tokens=settings.max_solution_tokens, cut_after_answer=cd.truncate_demonstration if settings.cut_demonstration else None,
+        remove_thinking=settings.remove_thinking,
+    )  # fmt: skip
+    return ctx.TeacherContextBuilder(settings, cleaner)
+
+
+@pytest.mark.parametrize("name", ["antisd", "antisd_release"])
+def test_plugin_advantages_equal_the_step_and_the_trl_trainer(tmp_path, monkeypatch, name):
+    records = _trl_run(tmp_path, name, monkeypatch)
+    _, tok = load_model(str(TESTBED))
+    settings = preset(name).replace(gate_warmup_steps=WARMUP)
+    plugin_step, shared_step = AntiSDStep(settings), AntiSDStep(settings)
+    entropy = settings.gate_signal == "teacher_entropy_median"
+    changed = 0
+    for k, rec in enumerate(records):
+        b = rec["batch"]
+        perm = torch.randperm(len(b.rewards), generator=torch.Generator().manual_seed(k))
+        data = _dataproto(rec, tok, perm)
+        rows, out = _plugin_on(plugin_step, data, tok, entropy)
+        mask_BT = data.batch["response_mask"].bool()
+        # the TRL trainer's teacher contexts, row for row
+        assert rows.prompts == [b.teacher_texts[i] for i in perm.tolist()], f"step {k}: teacher prompts differ from TRL's"
+        # the TRL trainer's advantages, on every response token
+        trl_BT = b.advantages_BT[perm]
+        assert torch.equal(out.advantages_BT[mask_BT], trl_BT[mask_BT].float()), f"step {k}: advantages differ from TRL's"
+        # the shared step on the same inputs, in TRL's row order
+        t = data.batch
+        inv = torch.argsort(perm)
+        direct = vb.apply_step(
+            shared_step, t["advantages"][inv], t["teacher_logp"][inv], t["old_log_probs"][inv], t["response_mask"][inv],
+            rows.has_context_B[inv], t["teacher_entropy"][inv] if entropy else None, t["microbatch"][inv],
+        )  # fmt: skip
+        assert torch.equal(direct.advantages_BT[inv.argsort()], out.advantages_BT), f"step {k}: plug-in differs from the shared step"
+        # the metrics TRL logged for the step
+        for key, value in (out.metrics | rows.metrics).items():
+            if key in rec["metrics"] and not (isinstance(value, float) and math.isnan(value)):
+                assert value == pytest.approx(rec["metrics"][key], rel=1e-5, abs=1e-6), f"step {k}: {key}"
+        assert out.gate_on == b.gate_on
+        changed += int((out.advantages_BT - t["advantages"]).abs()[mask_BT].max() > 1e-4)
+    assert changed > 0, "the per-token term never acted: the comparison would not see a wrong term"
+    assert plugin_step.state_dict() == shared_step.state_dict()
+
+
+def test_verl_grpo_gives_trl_sequence_advantage_up_to_its_epsilon(tmp_path, monkeypatch):
+    """A_seq from verl's own grpo estimator (ε = 1e-6) against TRL's (std + 1e-4): the documented difference."""
+    rec = _trl_run(tmp_path, "antisd", monkeypatch)[0]
+    mask_BT = rec["completion_mask"].float()
+    lengths = mask_BT.sum(dim=1).long()
+    scores_BT = torch.zeros(mask_BT.shape)
+    scores_BT[torch.arange(len(lengths)), lengths - 1] = torch.tensor(rec["batch"].rewards, dtype=torch.float32)
+    adv_BT, _ = compute_grpo_outcome_advantage(scores_BT, mask_BT, np.array([i // G for i in range(len(lengths))]))
+    seq = vb.sequence_advantages(adv_BT, mask_BT)
+    torch.testing.assert_close(seq, rec["batch"].seq_adv_B.float(), atol=2e-3, rtol=1e-3)
+
+
+# --- siblings by uid, wherever the rows are -------------------------------------------------------------------
+
+
+def test_groups_split_across_workers_get_their_own_siblings():
+    _, tok = load_model(str(TESTBED))
+    settings = preset("antisd")
+    # 3 groups of 4, interleaved the way a balancer spreads them over 2 data-parallel ranks
+    uids = ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a", "b", "c"]
+    rewards = [0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    texts = [f"try {i} answer: {u}{i}" for i, u in enumerate(uids)]
+    prompts = [[{"role": "user", "content": f"problem {u}"}] for u in uids]
+    responses = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:3] for t in texts])
+    rows = vb.teacher_rows(_builder(settings, tok), tok, prompts, texts, rewards, uids, responses, torch.full((12,), 3))
+    for i, (u, msgs) in enumerate(zip(uids, rows.prompts)):
+        user = msgs[-1]["content"]
+        assert user.startswith(f"problem {u}")
+        correct_others = [j for j in range(12) if uids[j] == u and rewards[j] >= 1.0 and j != i]
+        demos = [j for j in range(12) if f"\n{texts[j]}\n" in user]
+        assert demos == correct_others[:1], f"row {i}: demonstration {demos}, expected the first other correct row of group {u}"
+        assert ("Your answer is correct." in user) == (rewards[i] >= 1.0)
+    assert rows.has_context_B.all()  # every row has feedback
+    # verl's synthetic padding rows: no feedback, never a demonstration, no term
+    rewards_pad = vb.sequence_rewards(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.ones(2, 2), [False, True])
+    assert rewards_pad[0] == 1.0 and math.isnan(rewards_pad[1])
+
+
+def test_a_token_level_estimator_is_refused_with_the_row():
+    adv_BT = torch.tensor([[1.0, 1.0, 0.0], [0.5, 0.2, 0.1]])
+    mask_BT = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    with pytest.raises(ValueError, match="row 1.*adv_estimator"):
+        vb.sequence_advantages(adv_BT, mask_BT)
+    assert vb.sequence_advantages(adv_BT[:1], mask_BT[:1]).tolist() == [1.0]
+
+
+# --- the trainer's wiring: TransferQueue in, teacher pass on the workers, advantages out ----------------------
+
+
+class MemoryTransferQueue:
+    """The three TransferQueue calls the trainer makes, in memory: rows of 1-D tensors (nested on the way out)."""
+
+    def __init__(self):
+        self.rows: dict[tuple, dict] = {}
+
+    def kv_batch_put(self, keys, partition_id, fields=None, tags=None):
+        for i, key in enumerate(keys):
+            row = self.rows.setdefault((partition_id, key), {})
+            for name in fields.keys() if fields is not None else []:
+                value = fields[name]
+                row[name] = value.unbind()[i] if value.is_nested else value[i]
+            if tags is not None:
+                row["__tag"] = tags[i]
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        out = {}
+        for name in select_fields:
+            values = [self.rows[(partition_id, key)][name] for key in keys]
+            out[name] = torch.nested.as_nested_tensor(values, layout=torch.jagged) if isinstance(values[0], torch.Tensor) else values
+        return out
+
+    def kv_clear(self, keys, partition_id):
+        for key in keys:
+            del self.rows[(partition_id, key)]
+
+
+def full_logp_entropy(model, ids: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """verl's actor output layout: entry j scores token j+1 (the last entry is padding)."""
+    with torch.no_grad():
+        logits = model(ids[None]).logits[0].float() / temperature
+    logp = F.log_softmax(logits, dim=-1)
+    token = logp[:-1].gather(-1, ids[1:, None]).squeeze(-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return torch.cat([token, torch.zeros(1)]), entropy
+
+
+class ModelWorkers:
+    """``actor_rollout_wg.compute_log_prob`` of one CPU worker: reads its rows from TransferQueue, writes back
+    ``log_probs`` and ``entropy`` over the whole sequence (verl's layout)."""
+
+    def __init__(self, model, tq):
+        self.model, self.tq, self.calls = model, tq, []
+
+    def compute_log_prob(self, meta):
+        self.calls.append(dict(meta.extra_info))
+        for key in meta.keys:
+            row = self.tq.rows[(meta.partition_id, key)]
+            row["log_probs"], row["entropy"] = full_logp_entropy(self.model, row["input_ids"], meta.extra_info["temperature"])
+        return meta.keys
+
+
+def _wired_trainer(settings, tok, model, tq):
+    from antisd.integrations.verl.trainer import AntiSDTrainer
+
+    trainer = AntiSDTrainer.__new__(AntiSDTrainer)  # verl's __init__ starts Ray and the workers
+    trainer.config = OmegaConf.create({
+        "data": {"apply_chat_template_kwargs": {}},
+        "actor_rollout_ref": {"rollout": {"temperature": 1.0}, "actor": {"ppo_micro_batch_size_per_gpu": 4}},
+        "trainer": {"default_local_dir": "unused", "resume_mode": "auto", "resume_from_path": None},
+    })  # fmt: skip
+    trainer.tokenizer, trainer.tq = tok, tq
+    trainer.antisd_settings, trainer.antisd_step = settings, AntiSDStep(settings)
+    trainer.actor_rollout_wg = ModelWorkers(model, tq)
+    return trainer
+
+
+def _put_rollouts(tq, tok, model, step: int):
+    """Eight rollouts of two Countdown problems, interleaved as the balancer leaves them, with old log-probs."""
+    from transfer_queue import KVBatchMeta
+
+    problems = [("Use 3 5 7 to make 22.", ("3 * 5", "5 * 3"), "15 + 7 = 22", "+ 7"), ("Use 2 4 9 to make 17.", ("2 * 4", "4 * 2"), "8 + 9 = 17", "+ 9")]
+    wrong = "try 5 - 3 = 2 * 7 = 14 no\nwait\ntry 7 + 5 = 12 + 3 = 15 no\nanswer: ( 7 + 5 ) + 3"
+    keys, fields = [], []
+    for s in range(4):
+        for p, (question, products, rest, last) in enumerate(problems):
+            product = products[s // 2]  # two wordings, so which sibling is the demonstration shows in the prompt
+            right = f"try {product} = {rest} yes\nanswer: ( {product} ) {last}"
+            correct = {(step % 4), (step + 2) % 4} if p == 0 else {(step + 3) % 4}  # group 1: a lone correct rollout
+            text = right if s in correct else wrong
+            messages = [{"role": "user", "content": question}]
+            prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+            response = tok(text, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+            ids = torch.tensor(prompt + response)
+            logp, _ = full_logp_entropy(model, ids, 1.0)
+            reward = 1.0 if text == right else 0.0
+            scores = torch.zeros(len(response))
+            scores[-1] = reward
+            keys.append(f"prob{p}-step{step}_{s}_0")
+            fields.append({"uid": f"prob{p}-step{step}", "raw_prompt": messages, "responses": torch.tensor(response), "response_mask": torch.ones(len(response), dtype=torch.long),
+                           "rm_scores": scores, "old_log_probs": logp[len(prompt) - 1 : len(ids) - 1], "reward": reward})  # fmt: skip
+    order = [4, 7, 2, 5, 0, 3, 6, 1]  # groups interleaved, members in reverse generation order
+    keys, fields = [keys[i] for i in order], [fields[i] for i in order]
+    for key, f in zip(keys, fields):
+        tq.rows[("train", key)] = {k: v for k, v in f.items() if k != "reward"}
+    return KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train"), fields
+
+
+def _grpo_into(tq):
+    """Stands in for verl's own ``_compute_advantage`` (needs a live TransferQueue): verl's grpo estimator."""
+
+    def compute(self, batch, metrics):
+        data = tq.kv_batch_get(batch.keys, batch.partition_id, ["rm_scores", "response_mask", "uid"])
+        scores, mask = data["rm_scores"].to_padded_tensor(0.0), data["response_mask"].to_padded_tensor(0)
+        adv, _ = compute_grpo_outcome_advantage(scores, mask.float(), np.array(data["uid"], dtype=object))
+        from verl.workers.utils.padding import response_to_nested
+        from tensordict import TensorDict
+
+        tq.kv_batch_put(batch.keys, batch.partition_id, TensorDict({"advantages": response_to_nested(adv, data["response_mask"])}, batch_size=len(batch)))
+        return batch
+
+    return compute
+
+
+@pytest.mark.parametrize("name", ["no_gate", "antisd", "antisd_release"])
+def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_advantages(monkeypatch, name):
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    model, tok = load_model(str(TESTBED))
+    tq = MemoryTransferQueue()
+    monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", _grpo_into(tq))
+    # no_gate without feedback: the lone correct rollout has no context at all (no term there)
+    changes = {"lambda_max": 2.0} | ({"include_feedback": False} if name == "no_gate" else {"gate_warmup_steps": 1})
+    changes |= {"ppl_spike": 1e3} if name == "antisd_release" else {}  # the tiny model's PPLs: keep micro-batch means
+    settings = preset(name).replace(**changes)
+    trainer, reference = _wired_trainer(settings, tok, model, tq), AntiSDStep(settings)
+    for step in range(2):
+        batch, fields = _put_rollouts(tq, tok, model, step)
+        metrics: dict = {}
+        trainer._compute_advantage(batch, metrics)
+        got = tq.kv_batch_get(batch.keys, "train", ["advantages"])["advantages"].to_padded_tensor(0.0)
+
+        # the same step, recomputed here: teacher prompts by uid in generation order, one unpadded forward per row
+        responses = [f["responses"] for f in fields]
+        rewards = [f["reward"] for f in fields]
+        rows = vb.teacher_rows(
+            trainer._antisd_builder(), tok, [f["raw_prompt"] for f in fields], [tok.decode(r.tolist(), skip_special_tokens=True) for r in responses],
+            rewards, [f["uid"] for f in fields], torch.nn.utils.rnn.pad_sequence(responses, batch_first=True), torch.tensor([len(r) for r in responses]),
+            order_B=vb.rollout_order(batch.keys),
+        )  # fmt: skip
+        teacher, entropy = [], []
+        for prompt, r in zip(rows.prompt_ids, responses):
+            logp, ent = full_logp_entropy(model, torch.tensor(prompt + r.tolist()), 1.0)
+            teacher.append(logp[len(prompt) - 1 : len(prompt) + len(r) - 1])
+            entropy.append(ent[len(prompt) - 1 : len(prompt) + len(r) - 1])
+        pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731
+        mask_BT = pad([torch.ones(len(r), dtype=torch.long) for r in responses])
+        scores = pad([f["rm_scores"] for f in fields])
+        adv, _ = compute_grpo_outcome_advantage(scores, mask_BT.float(), np.array([f["uid"] for f in fields], dtype=object))
+        expected = vb.apply_step(
+            reference, adv, pad(teacher), pad([f["old_log_probs"] for f in fields]), mask_BT, rows.has_context_B,
+            pad(entropy) if settings.gate_signal == "teacher_entropy_median" else None, torch.arange(8) // 4,
+        )  # fmt: skip
+        assert torch.isfinite(got).all() and torch.isfinite(expected.advantages_BT).all(), (got.isnan().sum(), expected.advantages_BT.isnan().sum(), step)
+        torch.testing.assert_close(got, expected.advantages_BT, atol=1e-5, rtol=1e-5)
+        assert metrics["antisd/gate_on"] == float(expected.gate_on)
+        assert metrics["antisd/demo_fraction"] > 0
+        assert bool(rows.has_context_B.all()) == (name != "no_gate")
+        assert not any(k[1].endswith("::antisd_teacher") for k in tq.rows), "teacher rows were left in TransferQueue"
+    assert (got - adv).abs().max() > 1e-3, "the per-token term never acted"
+    entropy = settings.gate_signal == "teacher_entropy_median"  # the statistic is logged even with the gate off
+    assert trainer.actor_rollout_wg.calls[-1] == {"calculate_entropy": entropy, "compute_loss": False, "temperature": 1.0}
+    assert trainer.antisd_step.state_dict() == reference.state_dict()
+
+
+def test_gate_state_round_trips_through_a_checkpoint(tmp_path, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    model, tok = load_model(str(TESTBED))
+    saved = []
+    monkeypatch.setattr(PPOTrainerSync, "_save_checkpoint", lambda self: saved.append(self.global_steps))
+    monkeypatch.setattr(PPOTrainerSync, "_load_checkpoint", lambda self: setattr(self, "global_steps", 3))
+    settings = preset("antisd_release").replace(gate_warmup_steps=2)
+    trainer = _wired_trainer(settings, tok, model, None)
+    trainer.config.trainer.default_local_dir = str(tmp_path)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(4):  # calibrate: warm values, σ_ref, the gate's thresholds
+        t = -torch.rand(6, 10, generator=gen) * 2
+        trainer.antisd_step(StepInputs(torch.randn(6, generator=gen), t, t - torch.rand(6, 10, generator=gen), torch.ones(6, 10)))
+    trainer.global_steps = 3
+    trainer._save_checkpoint()
+    assert saved == [3] and (tmp_path / "global_step_3" / "antisd_state.json").exists()
+
+    resumed = _wired_trainer(settings, tok, model, None)
+    resumed.config.trainer.default_local_dir = str(tmp_path)
+    resumed._load_checkpoint()
+    assert resumed.antisd_step.state_dict() == trainer.antisd_step.state_dict()
+    assert resumed.antisd_step.gate.calibrated and resumed.antisd_step.sigma_ref.value is not None
+
+    resumed.config.trainer.resume_mode = "resume_path"
+    resumed.config.trainer.resume_from_path = str(tmp_path / "global_step_9")
+    with pytest.raises(FileNotFoundError, match="global_step_9/antisd_state.json"):
+        resumed._load_checkpoint()
