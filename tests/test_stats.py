@@ -96,9 +96,10 @@ def test_compare_reports_auc_deltas_with_corrected_intervals_and_holm(tmp_path):
 
 
 def test_compare_plans_seeds_from_a_pilot(tmp_path):
-    for seed, curve in enumerate([{0: 0.1, 10: 0.3}, {0: 0.1, 10: 0.4}, {0: 0.1, 10: 0.35}]):
+    for seed, curve in zip((100, 101, 102), [{0: 0.1, 10: 0.3}, {0: 0.1, 10: 0.4}, {0: 0.1, 10: 0.35}]):
         _write_run(tmp_path, f"grpo-s{seed}", curve)
-    cfg = compare.CompareConfig(variants=["grpo", "antisd", "sd", "no_gate"], seeds=3, output_dir=str(tmp_path), eval_k=4, plan_seeds=True, target_halfwidth=0.03)
+    _write_run(tmp_path, "grpo-s0", {0: 0.9, 10: 0.9})  # not in the pilot's seed range: ignored
+    cfg = compare.CompareConfig(variants=["grpo", "antisd", "sd", "no_gate"], seeds=3, first_seed=100, output_dir=str(tmp_path), eval_k=4, plan_seeds=True, target_halfwidth=0.03)
     path = compare.main(cfg)
     plan = json.loads(path.read_text())
     pilot = [0.2, 0.25, 0.225]

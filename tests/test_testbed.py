@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from antisd.context import ContextTemplates
 from antisd.tasks import countdown as cd
 from antisd.testbed.build import make_example
@@ -77,3 +79,22 @@ def test_testbed_build_cli_is_deterministic_for_a_seed(tmp_path):
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+
+
+def test_regime_properties_on_hand_made_measurements():
+    from antisd.testbed.check import regime_properties, skewness
+
+    pass1 = {"none": 0.25, "correct_attempt": 0.60, "incorrect_attempt": 0.2, "mismatched": 0.24}
+    u = [0.1, 0.0, -0.2, -6.0, 0.05, -0.1]
+    tokens = [{"u": v, "h_teacher": h, "h_student": 0.5} for v, h in zip(u, [0.05, 0.2, 0.3, 0.1, 0.15, 0.01])]
+    stats = {"categories": {"deliberation": {"u": {"mean": -0.4}, "u_minus_control": {"mean": 0.1}}, "structural": {"u": {"mean": 0.0}, "u_minus_control": {"mean": 0.0}}}}
+    props = {p.name: p for p in regime_properties(pass1, tokens, stats)}
+    assert props["pass@1 alone"].ok and props["pass@1 with a correct attempt / alone"].value == pytest.approx(2.4)
+    assert props["pass@1 with a mismatched solution − alone"].ok  # −0.01: no better than alone
+    assert props["median teacher entropy (nats, T = 1)"].value == pytest.approx(0.125) and props["median teacher entropy (nats, T = 1)"].ok
+    assert props["skewness of u"].value == pytest.approx(skewness(u)) and props["skewness of u"].ok
+    assert props["min u"].ok and props["mean u: deliberation − structural"].ok
+    assert not props["mean u − u_control: deliberation − structural"].ok  # +0.1: the control-corrected polarity fails
+    assert not regime_properties(pass1 | {"none": 0.1, "correct_attempt": 0.15}, tokens, stats)[0].ok
+    # skewness by hand: a left tail is negative
+    assert skewness([0.0, 0.0, 0.0, -3.0]) < 0 < skewness([0.0, 0.0, 0.0, 3.0])

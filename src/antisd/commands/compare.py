@@ -51,7 +51,9 @@ class CompareConfig:
     variants: list[str] = field(default_factory=lambda: ["grpo", "sd", "antisd_release", "antisd"])
     """Presets to compare (comma-separated); 'preset@field=value' overrides a trainer field, e.g. antisd@antisd_lambda_max=2."""
     seeds: int = 3
-    """Seeds 0..seeds-1 per variant."""
+    """Seeds first_seed..first_seed+seeds-1 per variant."""
+    first_seed: int = 0
+    """First seed (a pilot uses seeds disjoint from the main comparison's, e.g. 100)."""
     steps: int = 100
     """Training steps per run."""
     eval_every: int = 10
@@ -81,6 +83,10 @@ class CompareConfig:
     plan_seeds: bool = False
     """Only plan: from the baseline's finished runs in output_dir (the pilot), print the seeds the comparison of
     ``variants`` needs for ``target_halfwidth`` (Bonferroni over the non-baseline variants), and exit."""
+
+
+def seed_range(cfg: CompareConfig) -> range:
+    return range(cfg.first_seed, cfg.first_seed + cfg.seeds)
 
 
 def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
@@ -141,7 +147,7 @@ def main(cfg: CompareConfig) -> Path:
 
     # 1. Runs: skip finished ones, resume interrupted ones
     if not cfg.report_only:
-        for seed in range(cfg.seeds):
+        for seed in seed_range(cfg):
             for variant in cfg.variants:
                 rc = run_config(cfg, variant, seed)
                 run_dir = Path(rc.output_dir)
@@ -162,7 +168,7 @@ def _curves(cfg: CompareConfig) -> dict[str, dict[int, dict[int, float]]]:
     key = f"eval/avg@{cfg.eval_k}"
     curves: dict[str, dict[int, dict[int, float]]] = {}
     for variant in cfg.variants:
-        for seed in range(cfg.seeds):
+        for seed in seed_range(cfg):
             rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
             points = {r["step"]: r[key] for r in rows if key in r}
             if points:
@@ -285,7 +291,7 @@ def plot_report(cfg: CompareConfig, summary: dict, path: Path) -> Path:
 def _series(cfg: CompareConfig, variant: str, key: str) -> list[dict[int, float]]:
     metric = f"eval/avg@{cfg.eval_k}" if key == "eval" else key
     out = []
-    for seed in range(cfg.seeds):
+    for seed in seed_range(cfg):
         rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
         series = {r["step"]: r[metric] for r in rows if r.get(metric) is not None}
         if series:

@@ -138,16 +138,33 @@ def truncate_demonstration(text: str) -> str:
     return text.strip()
 
 
-def try_line(expr: Expr, problem: Problem) -> str:
+# Varied wording (testbed v2, issue #12): the same search, said in several ways, so that a solver's tokens carry
+# the entropy real reasoning traces have. The grader reads only the answer line, which never varies.
+OPENERS = ("try", "let me try", "maybe", "check", "how about")
+NO_WORDS = ("no", "nope", "not it", "no good")
+YES_WORDS = ("yes", "that works", "got it")
+DELIBERATION_LINES = ("wait", "hmm", "let me think", "another way", "actually")
+
+
+def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None) -> str:
+    """One try; with ``rng`` the opener and the verdict are drawn from the varied wordings."""
     a, o1, b, o2, c = expr
     first = OPS[o1](a, b)
     value = OPS[o2](first, c)
-    verdict = "yes" if value == problem.target else "no"
-    return f"try {a} {o1} {b} = {first} {o2} {c} = {value} {verdict}"
+    hit = value == problem.target
+    if rng is None:
+        return f"try {a} {o1} {b} = {first} {o2} {c} = {value} {'yes' if hit else 'no'}"
+    verdict = rng.choice(YES_WORDS if hit else NO_WORDS)
+    return f"{rng.choice(OPENERS)} {a} {o1} {b} = {first} {o2} {c} = {value} {verdict}"
 
 
-def search_trace(problem: Problem, rng: random.Random, max_tries: int = 4, p_wait: float = 0.3, avoid: Expr | None = None) -> tuple[str, bool]:
-    """A synthetic search: random tries without replacement, a ``wait`` before later tries with ``p_wait``.
+def deliberation_line(rng: random.Random, varied: bool) -> str:
+    return rng.choice(DELIBERATION_LINES) if varied else "wait"
+
+
+def search_trace(problem: Problem, rng: random.Random, max_tries: int = 4, p_wait: float = 0.3, avoid: Expr | None = None, varied: bool = False) -> tuple[str, bool]:
+    """A synthetic search: random tries without replacement, a deliberation line before later tries with ``p_wait``
+    (``wait``, or with ``varied`` one of several phrases, and varied try wording).
 
     Returns (trace, solved). When no try hits, the last try is given as the answer (and is wrong).
     """
@@ -157,8 +174,8 @@ def search_trace(problem: Problem, rng: random.Random, max_tries: int = 4, p_wai
     chosen = pool[0]
     for k, expr in enumerate(pool[:max_tries]):
         if k and rng.random() < p_wait:
-            lines.append("wait")
-        lines.append(try_line(expr, problem))
+            lines.append(deliberation_line(rng, varied))
+        lines.append(try_line(expr, problem, rng if varied else None))
         chosen = expr
         if evaluate(expr) == problem.target:
             break

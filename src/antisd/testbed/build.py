@@ -60,23 +60,38 @@ class BuildConfig:
     """BPE vocabulary size (specials included)."""
     num_threads: int = 2
     """torch CPU threads."""
+    style: str = "plain"
+    """'plain' (the shipped v1 model: one wording) or 'varied' (v2, issue #12: several wordings of tries, verdicts and
+    deliberation lines; after a correct previous attempt the response sometimes re-checks a wrong candidate first)."""
+    p_recheck: float = 0.5
+    """'varied' only: after a correct previous attempt, the share of responses that try 1-2 other candidates before
+    the attempt's solution (else copy it in one try)."""
 
 
 def _messages(user_text: str) -> list[dict]:
     return [{"role": "user", "content": user_text}]
 
 
-def make_example(problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6) -> tuple[list[dict], str]:
+def make_example(
+    problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6, varied: bool = False, p_recheck: float = 0.0
+) -> tuple[list[dict], str]:
     """One (prompt messages, response) pair: a plain search, or one of the three teacher-prompt formats."""
-    search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid)  # noqa: E731
+    search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid, varied=varied)  # noqa: E731
     if rng.random() >= p_context:
         return _messages(problem.prompt), search()[0]
     kind = rng.random()
-    if kind < 0.6:  # a correct previous attempt: copy its solution in one try
+    if kind < 0.6:  # a correct previous attempt: copy its solution in one try (or, varied, re-check first)
         sol = rng.choice(cd.solutions(problem))
-        demo = _solved_trace(problem, sol, rng)
+        demo = _solved_trace(problem, sol, rng, varied)
         user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
-        return _messages(user), f"{cd.try_line(sol, problem)}\nanswer: {cd.format_expr(sol)}"
+        lines = []
+        if varied and rng.random() < p_recheck:
+            wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
+            for expr in rng.sample(wrong, min(len(wrong), rng.randint(1, 2))):
+                lines += [cd.deliberation_line(rng, True)] if lines and rng.random() < 0.5 else []
+                lines.append(cd.try_line(expr, problem, rng))
+        lines.append(cd.try_line(sol, problem, rng if varied else None))
+        return _messages(user), "\n".join(lines) + f"\nanswer: {cd.format_expr(sol)}"
     if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
         demo, solved = search()
         if solved:
@@ -88,15 +103,15 @@ def make_example(problem: cd.Problem, rng: random.Random, p_context: float, temp
     return _messages(user), search()[0]
 
 
-def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random) -> str:
+def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random, varied: bool = False) -> str:
     """A search trace that ends on ``solution`` (what a correct sibling rollout looks like)."""
     wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
     rng.shuffle(wrong)
     lines = []
     for expr in wrong[: rng.randint(0, 3)]:
-        lines += ["wait"] if lines and rng.random() < 0.3 else []
-        lines.append(cd.try_line(expr, problem))
-    lines.append(cd.try_line(solution, problem))
+        lines += [cd.deliberation_line(rng, varied)] if lines and rng.random() < 0.3 else []
+        lines.append(cd.try_line(expr, problem, rng if varied else None))
+    lines.append(cd.try_line(solution, problem, rng if varied else None))
     lines.append(f"answer: {cd.format_expr(solution)}")
     return "\n".join(lines)
 
@@ -163,8 +178,12 @@ def main(cfg: BuildConfig) -> Path:
     templates = ContextTemplates()
 
     # 1. Data: a pool of training problems (held-out triples never appear)
+    if cfg.style not in ("plain", "varied"):
+        raise ValueError(f"style must be 'plain' or 'varied', got {cfg.style!r}")
+    varied, p_recheck = cfg.style == "varied", cfg.p_recheck if cfg.style == "varied" else 0.0
+    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck)  # noqa: E731
     problems = cd.generate(4000, seed=cfg.seed, split="train")
-    corpus = [make_example(p, rng, cfg.p_context, templates, cfg.max_tries) for p in problems[:1500]]
+    corpus = [example(p) for p in problems[:1500]]
     tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]
     tokenizer = build_tokenizer(tok_texts, cfg.vocab_size)
     model = build_model(tokenizer, cfg.hidden_size, cfg.num_layers)
@@ -177,7 +196,7 @@ def main(cfg: BuildConfig) -> Path:
     model.train()
     start = time.time()
     for step in range(cfg.steps):
-        batch = [encode(tokenizer, *make_example(rng.choice(problems), rng, cfg.p_context, templates, cfg.max_tries)) for _ in range(cfg.batch_size)]
+        batch = [encode(tokenizer, *example(rng.choice(problems))) for _ in range(cfg.batch_size)]
         ids, attn, labels = collate(batch, tokenizer.pad_token_id)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
         loss.backward()

@@ -1,4 +1,4 @@
-"""`antisd testbed check`: does the model solve held-out problems, and does it *use* privileged context?
+"""`antisd testbed check`: is a testbed model in the regime the method assumes (issue #12 §1)?
 
 Four conditions on the same held-out problems, k samples each (T = 0.7, top-p 0.95):
 - ``none``: the plain prompt (this is the model's pass@1);
@@ -6,12 +6,20 @@ Four conditions on the same held-out problems, k samples each (T = 0.7, top-p 0.
 - ``incorrect_attempt``: a failed attempt of this problem, assessed incorrect;
 - ``mismatched``: another problem's correct solution, labelled correct (the control: a format shift without
   information). A model that uses the context solves far more under ``correct_attempt`` than under the other two.
+
+Then the PMI diagnostic (``antisd pmi``, training temperature 1.0) on the model's own rollouts gives the token-level
+properties: median teacher and student entropy, the skew and negative tail of u, and deliberation against
+structural tokens on u and on u − u_control. Each property is printed with the range the issue sets and whether
+the model is inside it (:func:`regime_properties`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +42,58 @@ class CheckConfig:
     """Seed of problems, attempts and sampling."""
     out: str = ""
     """Optional JSON file for the results."""
+    pmi_problems: int = 64
+    """Held-out problems for the token-level properties (G rollouts each, at temperature 1.0)."""
+    G: int = 8
+    """Rollouts per problem for the token-level properties."""
+    max_new_tokens: int = 128
+    """Rollout length cap for the token-level properties."""
+
+
+@dataclass(frozen=True)
+class Property:
+    """One measured property of the regime and the range issue #12 requires (None: no bound)."""
+
+    name: str
+    value: float
+    low: float | None
+    high: float | None
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.value) and (self.low is None or self.value >= self.low) and (self.high is None or self.value <= self.high)
+
+    def line(self) -> str:
+        rng = f"[{'-∞' if self.low is None else f'{self.low:g}'}, {'+∞' if self.high is None else f'{self.high:g}'}]"
+        return f"{self.name:46s} {self.value:9.4f}  {rng:16s} {'ok' if self.ok else 'OUT'}"
+
+
+def skewness(values: list[float]) -> float:
+    """Sample skewness m3 / m2^1.5 (negative: a longer left tail)."""
+    mean = statistics.fmean(values)
+    m2 = statistics.fmean((v - mean) ** 2 for v in values)
+    m3 = statistics.fmean((v - mean) ** 3 for v in values)
+    return m3 / m2**1.5 if m2 > 0 else float("nan")
+
+
+def regime_properties(pass1: dict[str, float], tokens: list[dict], stats: dict) -> list[Property]:
+    """The properties of issue #12 §1 from the pass@1 conditions, the PMI token records and their category stats."""
+    alone = pass1["none"]
+    u = [t["u"] for t in tokens]
+    cats = stats["categories"]
+    gap = lambda key: cats["deliberation"][key]["mean"] - cats["structural"][key]["mean"]  # noqa: E731
+    return [
+        Property("pass@1 alone", alone, 0.20, 0.40),
+        Property("pass@1 with a correct attempt / alone", pass1["correct_attempt"] / alone if alone else math.inf, 2.0, None),
+        Property("pass@1 with a mismatched solution − alone", pass1["mismatched"] - alone, None, 0.0),
+        Property("median teacher entropy (nats, T = 1)", statistics.median(t["h_teacher"] for t in tokens), 0.10, None),
+        Property("median student entropy (nats, T = 1)", statistics.median(t["h_student"] for t in tokens), None, None),
+        Property("skewness of u", skewness(u), None, 0.0),
+        Property("min u", min(u), None, -5.0),
+        Property("fraction of tokens with u < −5", sum(v < -5 for v in u) / len(u), None, None),
+        Property("mean u: deliberation − structural", gap("u"), None, 0.0),
+        Property("mean u − u_control: deliberation − structural", gap("u_minus_control"), None, 0.0),
+    ]
 
 
 def conditions(problems: list[cd.Problem], seed: int) -> dict[str, list[EvalItem]]:
@@ -75,6 +135,22 @@ def main(cfg: CheckConfig) -> dict:
         r = evaluate(model, tok, task, k=cfg.k, seed=cfg.seed)
         results[name] = r.avg_at_k
         print(f"{name:18s} pass@1 = {r.avg_at_k:.3f}  ({cfg.problems} problems × {cfg.k})")
+    props = regime_properties(results, *_pmi_tokens(cfg))
+    print(f"\n{'property':46s} {'value':>9s}  {'range':16s} in range")
+    for prop in props:
+        print(prop.line())
     if cfg.out:
-        Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results}, indent=2))
-    return results
+        Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results, "properties": [asdict(p) | {"ok": p.ok} for p in props]}, indent=2))
+    return results | {"properties": props}
+
+
+def _pmi_tokens(cfg: CheckConfig) -> tuple[list[dict], dict]:
+    """The PMI diagnostic's token records and statistics for this model (training temperature 1.0)."""
+    from antisd.commands import pmi as pmi_command
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = pmi_command.main(pmi_command.PMIConfig(
+            model=cfg.model, problems=cfg.pmi_problems, G=cfg.G, temperature=1.0, max_new_tokens=cfg.max_new_tokens, output_dir=tmp, seed=cfg.seed,
+        ))  # fmt: skip
+        tokens = [json.loads(line) for line in (Path(tmp) / "tokens.jsonl").read_text().splitlines()]
+    return tokens, stats
