@@ -144,6 +144,7 @@ OPENERS = ("try", "let me try", "maybe", "check", "how about")
 NO_WORDS = ("no", "nope", "not it", "no good")
 YES_WORDS = ("yes", "that works", "got it")
 DELIBERATION_LINES = ("wait", "hmm", "let me think", "another way", "actually")
+EQUALS = ("=", "is", "gives", "makes")
 
 
 def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None) -> str:
@@ -155,7 +156,7 @@ def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None) -> 
     if rng is None:
         return f"try {a} {o1} {b} = {first} {o2} {c} = {value} {'yes' if hit else 'no'}"
     verdict = rng.choice(YES_WORDS if hit else NO_WORDS)
-    return f"{rng.choice(OPENERS)} {a} {o1} {b} = {first} {o2} {c} = {value} {verdict}"
+    return f"{rng.choice(OPENERS)} {a} {o1} {b} {rng.choice(EQUALS)} {first} {o2} {c} {rng.choice(EQUALS)} {value} {verdict}"
 
 
 def deliberation_line(rng: random.Random, varied: bool) -> str:

@@ -66,6 +66,12 @@ class BuildConfig:
     p_recheck: float = 0.5
     """'varied' only: after a correct previous attempt, the share of responses that try 1-2 other candidates before
     the attempt's solution (else copy it in one try)."""
+    p_hint_search: float = 0.0
+    """'varied' only: after a correct previous attempt, the share of responses that are a *hinted search*: the
+    student's search (same give-up process), each try being the attempt's solution with probability p_hint.
+    Taken before p_recheck (0: off)."""
+    p_hint: float = 0.5
+    """Probability that a try of a hinted search is the known solution."""
 
 
 def _messages(user_text: str) -> list[dict]:
@@ -73,7 +79,8 @@ def _messages(user_text: str) -> list[dict]:
 
 
 def make_example(
-    problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6, varied: bool = False, p_recheck: float = 0.0
+    problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6, varied: bool = False, p_recheck: float = 0.0,
+    hint: tuple[float, float] | None = None,
 ) -> tuple[list[dict], str]:
     """One (prompt messages, response) pair: a plain search, or one of the three teacher-prompt formats."""
     search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid, varied=varied)  # noqa: E731
@@ -85,6 +92,8 @@ def make_example(
         demo = _solved_trace(problem, sol, rng, varied)
         user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         lines = []
+        if varied and hint is not None and rng.random() < hint[0]:
+            return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1])
         if varied and rng.random() < p_recheck:
             wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
             for expr in rng.sample(wrong, min(len(wrong), rng.randint(1, 2))):
@@ -101,6 +110,24 @@ def make_example(
         return _messages(user), search(avoid=wrong)[0]
     user = teacher_user_text(problem.prompt, None, cd.INCORRECT_FEEDBACK, templates)  # feedback only
     return _messages(user), search()[0]
+
+
+def _hinted_search(problem: cd.Problem, solution: cd.Expr, rng: random.Random, max_tries: int, p_hint: float) -> str:
+    """The student's search with a hint: the same give-up process (1..max_tries tries), each try the known solution
+    with probability ``p_hint`` (else an untried wrong candidate); it stops at the first hit. A teacher trained on
+    this still gives up on a wrong try as often as the student does, so the commit token is not penalised."""
+    wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
+    rng.shuffle(wrong)
+    lines, chosen = [], solution
+    for k in range(rng.randint(1, max_tries)):
+        expr = solution if rng.random() < p_hint or k >= len(wrong) else wrong[k]
+        if k and rng.random() < 0.3:
+            lines.append(cd.deliberation_line(rng, True))
+        lines.append(cd.try_line(expr, problem, rng))
+        chosen = expr
+        if expr == solution:
+            break
+    return "\n".join(lines) + f"\nanswer: {cd.format_expr(chosen)}"
 
 
 def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random, varied: bool = False) -> str:
@@ -181,7 +208,8 @@ def main(cfg: BuildConfig) -> Path:
     if cfg.style not in ("plain", "varied"):
         raise ValueError(f"style must be 'plain' or 'varied', got {cfg.style!r}")
     varied, p_recheck = cfg.style == "varied", cfg.p_recheck if cfg.style == "varied" else 0.0
-    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck)  # noqa: E731
+    hint = (cfg.p_hint_search, cfg.p_hint) if varied and cfg.p_hint_search > 0 else None
+    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck, hint)  # noqa: E731
     problems = cd.generate(4000, seed=cfg.seed, split="train")
     corpus = [example(p) for p in problems[:1500]]
     tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]

@@ -90,12 +90,16 @@ def teacher_rows(
     demonstration is the first correct sibling in *that* order, as in TRL, whatever order the balancer left."""
     B = len(texts)
     order = sorted(range(B), key=lambda i: order_B[i]) if order_B is not None else list(range(B))
-    back = {j: k for k, j in enumerate(order)}
-    refs = list(references or [None] * B)
-    pick = lambda xs: [xs[j] for j in order]  # noqa: E731
-    built, stats = builder.build(range(B), pick(list(raw_prompts)), pick(refs), pick(list(texts)), pick(list(rewards)), pick(list(uids)))
-    prompts = [built[back[i]] for i in range(B)]
-    stats["has_context"] = [stats["has_context"][back[i]] for i in range(B)]
+    position = {row: k for k, row in enumerate(order)}  # row → its place in generation order
+
+    def in_order(values: Sequence) -> list:
+        return [values[row] for row in order]
+
+    built, stats = builder.build(
+        range(B), in_order(raw_prompts), in_order(references or [None] * B), in_order(texts), in_order(rewards), in_order(uids)
+    )
+    prompts = [built[position[i]] for i in range(B)]
+    stats["has_context"] = [stats["has_context"][position[i]] for i in range(B)]
     encoded = [ctx.teacher_prompt_ids(tokenizer, p, builder.settings, chat_template_kwargs) for p in prompts]
     padding = list(is_padding_B or [False] * B)
     real = max(B - sum(padding), 1)
@@ -120,6 +124,7 @@ def teacher_sequences(rows: TeacherRows, response_mask_BT: torch.Tensor) -> list
             "prompts": torch.tensor(prompt, dtype=torch.long),
             "responses": torch.tensor(response, dtype=torch.long),
             "response_mask": response_mask_BT[i, : len(response)].long(),
+            "loss_mask": response_mask_BT[i, : len(response)].long(),  # verl's agent loop writes both
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
             "position_ids": torch.arange(input_ids.numel()),
