@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The oracle runs first, so a wiring error it catches is reported as killed by it.
-TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py"]
+TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_control.py"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,13 @@ MUTANTS = [
            "rows without privileged context keep the term"),
     Mutant("teacher_messages_all", CONTEXT, 'kept = prompt_messages[:-1] if mode == "all_but_last"', 'kept = prompt_messages if mode == "all_but_last"',
            "release teacher message list keeps the last message"),
+    # the experimental control-subtracted preset (issue #12 §2), killed by tests/test_control.py
+    Mutant("control_is_teacher", CONTEXT, "source = texts[mismatched[g]] if mismatched[g] is not None else None",
+           "source = texts[picks[g]]", "the control teacher sees the row's own sibling (u − u_control ≡ 0)"),
+    Mutant("control_sign", STEP, "u_BT = u_BT - token_pmi(control_logp_BT, student_logp_BT, mask_BT)",
+           "u_BT = u_BT + token_pmi(control_logp_BT, student_logp_BT, mask_BT)", "u + u_control instead of u − u_control"),
+    Mutant("control_lost_at_loss", TRAINER, 'out["antisd_control_logp"] = control_logp_BT', 'out["antisd_control_logp"] = teacher_logp_BT',
+           "the loss-time composition gets the teacher's log-probs as the control's"),
 ]
 
 
