@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "testbed" and rest[:1] == ["check"]:
         from antisd import configio
+        from antisd.commands import pmi
         from antisd.testbed import check
 
-        check.main(configio.parse(check.CheckConfig, rest[1:], prog="antisd testbed check", description=check.__doc__.split("\n\n")[0]))
+        cfg = configio.parse(check.CheckConfig, rest[1:], prog="antisd testbed check", description=check.__doc__.split("\n\n")[0])
+        check.main(cfg, run_pmi=lambda **fields: pmi.main(pmi.PMIConfig(**fields)))  # the token-level properties
         return 0
     if command == "testbed" and rest[:1] == ["build"]:
         from antisd import configio

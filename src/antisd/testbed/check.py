@@ -22,6 +22,7 @@ import statistics
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from antisd.context import ContextTemplates, teacher_user_text
 from antisd.tasks import EvalItem, Task
@@ -121,7 +122,9 @@ def conditions(problems: list[cd.Problem], seed: int) -> dict[str, list[EvalItem
     return out
 
 
-def main(cfg: CheckConfig) -> dict:
+def main(cfg: CheckConfig, run_pmi: Callable[..., dict] | None = None) -> dict:
+    """pass@1 under the four contexts; with ``run_pmi`` (``antisd pmi``'s main over PMIConfig fields, given by the
+    CLI) also the token-level regime properties."""
     from antisd.runtime import load_model
     from antisd.evaluation import evaluate
     from antisd.tasks import countdown_task
@@ -135,7 +138,11 @@ def main(cfg: CheckConfig) -> dict:
         r = evaluate(model, tok, task, k=cfg.k, seed=cfg.seed)
         results[name] = r.avg_at_k
         print(f"{name:18s} pass@1 = {r.avg_at_k:.3f}  ({cfg.problems} problems × {cfg.k})")
-    props = regime_properties(results, *_pmi_tokens(cfg))
+    if run_pmi is None:
+        if cfg.out:
+            Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results}, indent=2))
+        return results
+    props = regime_properties(results, *_pmi_tokens(cfg, run_pmi))
     print(f"\n{'property':46s} {'value':>9s}  {'range':16s} in range")
     for prop in props:
         print(prop.line())
@@ -144,13 +151,11 @@ def main(cfg: CheckConfig) -> dict:
     return results | {"properties": props}
 
 
-def _pmi_tokens(cfg: CheckConfig) -> tuple[list[dict], dict]:
+def _pmi_tokens(cfg: CheckConfig, run_pmi: Callable[..., dict]) -> tuple[list[dict], dict]:
     """The PMI diagnostic's token records and statistics for this model (training temperature 1.0)."""
-    from antisd.commands import pmi as pmi_command
-
     with tempfile.TemporaryDirectory() as tmp:
-        stats = pmi_command.main(pmi_command.PMIConfig(
+        stats = run_pmi(
             model=cfg.model, problems=cfg.pmi_problems, G=cfg.G, temperature=1.0, max_new_tokens=cfg.max_new_tokens, output_dir=tmp, seed=cfg.seed,
-        ))  # fmt: skip
+        )  # fmt: skip
         tokens = [json.loads(line) for line in (Path(tmp) / "tokens.jsonl").read_text().splitlines()]
     return tokens, stats
