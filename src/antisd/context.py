@@ -224,6 +224,19 @@ class TeacherContextBuilder:
         return max(min(s.max_solution_tokens, s.max_reprompt_len - used - RELEASE_BUDGET_MARGIN), RELEASE_BUDGET_FLOOR)
 
 
+def builder_for_tokenizer(settings: AntiSDSettings, tokenizer: Any, cut_after_answer: Callable[[str], str] | None) -> TeacherContextBuilder:
+    """The context builder of a trainer: demonstrations tokenized with ``tokenizer`` (a Hugging Face tokenizer),
+    cut after their final answer with ``cut_after_answer`` when ``settings.cut_demonstration``."""
+    cleaner = DemonstrationCleaner(
+        tokenize=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
+        detokenize=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        max_tokens=settings.max_solution_tokens,
+        cut_after_answer=cut_after_answer if settings.cut_demonstration else None,
+        remove_thinking=settings.remove_thinking,
+    )
+    return TeacherContextBuilder(settings, cleaner)
+
+
 def teacher_prompt_ids(tokenizer: Any, teacher_prompt: Any, settings: AntiSDSettings, chat_template_kwargs: dict | None = None) -> tuple[list[int], bool]:
     """Token ids of one teacher prompt (chat template with the generation prompt), head/tail cut to the budget.
 

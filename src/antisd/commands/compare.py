@@ -195,6 +195,9 @@ def summarise(cfg: CompareConfig) -> dict:
     base = means.get(cfg.baseline)
     base_best_step, base_best = (max(base.items(), key=lambda kv: (kv[1], -kv[0])) if base else (None, None))
     comparisons = max(len([v for v in curves if v != cfg.baseline]), 1)  # the family the AUC intervals correct for
+    base_curves = curves.get(cfg.baseline, {})
+    base_finals = {seed: c[max(c)] for seed, c in base_curves.items()}
+    base_aucs = {seed: stats.curve_auc(c) for seed, c in base_curves.items()}
     for variant, curve in means.items():
         best_step, best = max(curve.items(), key=lambda kv: (kv[1], -kv[0]))  # earliest step of the best value
         reach = next((s for s in sorted(curve) if s > 0 and base_best is not None and curve[s] >= base_best), None)
@@ -204,10 +207,8 @@ def summarise(cfg: CompareConfig) -> dict:
         aucs = {seed: stats.curve_auc(c) for seed, c in curves[variant].items()}
         row["auc"] = statistics.fmean(aucs.values())
         if base is not None and variant != cfg.baseline:
-            base_finals = {seed: c[max(c)] for seed, c in curves[cfg.baseline].items()}
             deltas = [finals[s] - base_finals[s] for s in finals if s in base_finals]
             row["final_delta"], row["final_delta_ci95"] = _ci95(deltas) if deltas else (None, None)
-            base_aucs = {seed: stats.curve_auc(c) for seed, c in curves[cfg.baseline].items()}
             auc_deltas = [aucs[s] - base_aucs[s] for s in aucs if s in base_aucs]
             if len(auc_deltas) >= 2:
                 row["auc_delta"] = stats.paired_interval(auc_deltas, comparisons=comparisons)

@@ -138,14 +138,10 @@ def main(cfg: CheckConfig, run_pmi: Callable[..., dict] | None = None) -> dict:
         r = evaluate(model, tok, task, k=cfg.k, seed=cfg.seed)
         results[name] = r.avg_at_k
         print(f"{name:18s} pass@1 = {r.avg_at_k:.3f}  ({cfg.problems} problems × {cfg.k})")
-    if run_pmi is None:
-        if cfg.out:
-            Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results}, indent=2))
-        return results
-    props = regime_properties(results, *_pmi_tokens(cfg, run_pmi))
-    print(f"\n{'property':46s} {'value':>9s}  {'range':16s} in range")
-    for prop in props:
-        print(prop.line())
+    props = regime_properties(results, *_pmi_tokens(cfg, run_pmi)) if run_pmi is not None else []
+    if props:
+        print(f"\n{'property':46s} {'value':>9s}  {'range':16s} in range")
+        print("\n".join(prop.line() for prop in props))
     if cfg.out:
         Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results, "properties": [asdict(p) | {"ok": p.ok} for p in props]}, indent=2))
     return results | {"properties": props}

@@ -100,14 +100,7 @@ class AntiSDTrainer(GRPOTrainer):
         s = self.args.antisd
         self.antisd_step = AntiSDStep(s)
         self.antisd_reducer = AccelerateReducer(self.accelerator)
-        cleaner = ctx.DemonstrationCleaner(
-            tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
-            detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            max_tokens=s.max_solution_tokens,
-            cut_after_answer=demonstration_cutter if s.cut_demonstration else None,
-            remove_thinking=s.remove_thinking,
-        )
-        self.teacher_context = ctx.TeacherContextBuilder(s, cleaner)
+        self.teacher_context = ctx.builder_for_tokenizer(s, tok, demonstration_cutter)
         self.last_antisd_batch: AntiSDBatch | None = None
         self._antisd_references: list = []
         self._antisd_rewards: torch.Tensor | None = None

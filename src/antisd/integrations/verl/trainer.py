@@ -122,15 +122,8 @@ class AntiSDTrainer(PPOTrainerSync):
         return logp_BT.float(), (ent_BT.float() if ent_BT is not None else None)
 
     def _antisd_builder(self) -> ctx.TeacherContextBuilder:
-        s, tok = self.antisd_settings, self.tokenizer
-        cleaner = ctx.DemonstrationCleaner(
-            tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
-            detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
-            max_tokens=s.max_solution_tokens,
-            cut_after_answer=cut_after_last_boxed if s.cut_demonstration else None,  # verl's math rewards grade \boxed{}
-            remove_thinking=s.remove_thinking,
-        )
-        return ctx.TeacherContextBuilder(s, cleaner)
+        # verl's math rewards grade the last \boxed{}, so demonstrations are cut after it
+        return ctx.builder_for_tokenizer(self.antisd_settings, self.tokenizer, cut_after_last_boxed)
 
     def _microbatches(self, n: int) -> torch.Tensor:
         """[B] the actor micro-batch of each row (the balanced batch is split in order over ranks, then micro-batches);
