@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,11 +24,15 @@ def test_compare_runs_resumes_and_reports(tmp_path, capsys):
         "--eval_problems", "3", "--model", str(model), "--prompts_per_step", "2", "--num_generations", "2", "--output_dir", str(out),
     ]  # fmt: skip
     assert cli.main(argv) == 0
+    assert capsys.readouterr().out.count("reused from") == 2  # antisd-s0 and antisd-s1 reuse their seed's step 0
     for run in ("grpo-s0", "grpo-s1", "antisd-s0", "antisd-s1"):
         summary = json.loads((out / run / "summary.json").read_text())
         assert summary["steps"] == 2
         evals = [json.loads(x) for x in (out / run / "metrics.jsonl").read_text().splitlines() if "eval/avg@1" in x]
         assert [e["step"] for e in evals] == [0, 1, 2]
+        first = [json.loads(x) for x in (out / f"grpo-{run[-2:]}" / "metrics.jsonl").read_text().splitlines() if "eval/avg@1" in x]
+        step0 = {k: v for k, v in first[0].items() if k.startswith("eval/")}
+        assert {k: v for k, v in evals[0].items() if k.startswith("eval/")} == step0 and summary["before"] == step0
     report = (out / "report.md").read_text()
     assert "| grpo |" in report and "| antisd |" in report and (out / "report.png").stat().st_size > 0
     capsys.readouterr()
@@ -65,3 +70,62 @@ def test_variant_overrides_parse_and_name_bad_fields():
     cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], output_dir="/tmp/x")
     rc = compare.run_config(cfg, "antisd@antisd_lambda_max=2", 1)
     assert rc.preset == "antisd" and rc.antisd == preset("antisd").replace(lambda_max=2.0, diagnostics=True) and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")
+
+
+def _rows(rewards: list[float], truncation: list[float] | None = None) -> list[dict]:
+    truncation = truncation or [0.0] * len(rewards)
+    return [{"step": i + 1, "reward/reward": r, "train/completions/clipped_ratio": t} for i, (r, t) in enumerate(zip(rewards, truncation))]
+
+
+def test_runaway_rule_on_hand_made_runs():
+    flat = [0.4] * 40
+    assert not compare.runaway(_rows(flat))
+    # reward halves from step 25 on for 5 steps: runaway; for 4 steps only: not
+    assert compare.runaway(_rows([0.4] * 24 + [0.1] * 5 + [0.4] * 11), after=20)
+    assert not compare.runaway(_rows([0.4] * 24 + [0.1] * 4 + [0.4] * 12), after=20)
+    # before step `after` it does not count, however long; the default is step 10
+    assert not compare.runaway(_rows([0.4] + [0.1] * 18 + [0.4] * 21), after=20)
+    assert compare.runaway(_rows([0.4] + [0.1] * 18 + [0.4] * 21))
+    assert not compare.runaway(_rows([0.4] + [0.1] * 13 + [0.4] * 26))  # steps 11-14 only: 4 after step 10
+    # truncation above 50% for 5 steps after the cut, reward intact: runaway
+    assert compare.runaway(_rows(flat, [0.0] * 30 + [0.6] * 5 + [0.0] * 5))
+    assert not compare.runaway(_rows(flat, [0.0] * 30 + [0.5] * 10))  # exactly 50% is not above it
+
+
+def test_mechanisms_report_paired_differences(tmp_path):
+    def write(name, length, tries, gate):
+        rows = [{"step": s, "reward/reward": 0.3, "train/completions/mean_length": length + (5.0 if s <= 10 else 0.0), "antisd/gate_calibrated": int(s > 5), "antisd/gate_on": gate} for s in range(1, 21)]
+        rows += [{"step": 20, "eval/avg@4": 0.3, "eval/tries": tries, "eval/deliberation_lines": 0.5}]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+    for seed, (lg, lt) in enumerate([(30.0, 40.0), (32.0, 41.0), (31.0, 43.0)]):
+        write(f"grpo-s{seed}", lg, 2.0, 0)
+        write(f"antisd-s{seed}", lt, 2.5 + seed * 0.1, seed % 2)
+    cfg = compare.CompareConfig(variants=["grpo", "antisd"], seeds=3, steps=20, output_dir=str(tmp_path))
+    mech = compare.mechanisms(cfg)
+    # the last 10 steps only (steps 11..20): the +5 of steps 1..10 must not count
+    assert mech["grpo"]["length_late"] == pytest.approx(31.0)
+    assert mech["antisd"]["length_late_delta"]["mean"] == pytest.approx((10 + 9 + 12) / 3)
+    assert mech["antisd"]["tries_delta"]["mean"] == pytest.approx(0.6)
+    assert mech["antisd"]["gate_open"] == pytest.approx(1 / 3)  # seeds 0, 2 shut, seed 1 open
+    assert mech["antisd"]["runaway_seeds"] == 0 and mech["antisd"]["seeds"] == 3
+    assert "length_late_delta" not in mech["grpo"]
+
+
+def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tmp_path):
+    from antisd import configio
+    from antisd.commands import train
+
+    source = tmp_path / "first"
+    source.mkdir()
+    cfg = train.TrainConfig(model="m", seed=3, eval_k=2, output_dir=str(source))
+    (source / "config.yaml").write_text(configio.to_yaml(cfg))
+    (source / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/avg@2": 0.25, "eval/pass@2": 0.5, "train/x": 1}) + "\n")
+    mine = dataclasses.replace(cfg, output_dir=str(tmp_path / "second"), initial_eval_from=str(source), preset="antisd")
+    assert train.initial_evaluation(mine).metrics() == {"eval/avg@2": 0.25, "eval/pass@2": 0.5}
+    for field, value in (("seed", 4), ("model", "other"), ("eval_problems", 64), ("eval_temperature", 1.0)):
+        with pytest.raises(ValueError, match=f"its {field} is"):
+            train.initial_evaluation(dataclasses.replace(mine, **{field: value}))
+    (source / "metrics.jsonl").write_text(json.dumps({"step": 1, "eval/avg@2": 0.3}) + "\n")
+    assert train.initial_evaluation(mine) is None  # no step-0 evaluation there yet: this run evaluates itself

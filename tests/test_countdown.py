@@ -128,3 +128,48 @@ def test_named_hub_datasets_fail_clearly_offline(monkeypatch):
     for name in HUB_DATASETS:
         with pytest.raises(FileNotFoundError, match=f"data set '{name}'.*not available on this machine"):
             load_task(name)
+
+
+def test_trace_stats_count_tries_and_deliberation_lines():
+    text = "let me try 3 * 5 is 15 + 7 gives 22 no\nhmm\nwait\ncheck 5 - 3 = 2 * 7 = 14 yes\nanswer: ( 5 - 3 ) * 7"
+    assert cd.trace_stats(text) == {"tries": 2.0, "deliberation_lines": 2.0}
+    assert cd.trace_stats("answer: ( 1 + 2 ) + 3") == {"tries": 0.0, "deliberation_lines": 0.0}
+    from antisd.tasks import countdown_task
+
+    task = countdown_task(n_train=4, n_heldout=2)
+    assert task.trace_stats is cd.trace_stats
+
+
+def test_evaluation_reports_length_and_trace_stats_sharded_or_not(monkeypatch):
+    """eval/mean_length and eval/tries are means over every sample, the same whether one process evaluates all
+    problems or two processes each take half and gather."""
+    from antisd import evaluation
+    from antisd.tasks import countdown_task
+
+    task = countdown_task(n_train=4, n_heldout=3)
+    texts = {1: "try 1 + 2 = 3 + 3 = 6 no\nanswer: ( 1 + 2 ) + 3", 2: "try 1 + 2 = 3 + 3 = 6 no\nwait\ntry 1 * 2 = 2 * 3 = 6 no\nanswer: ( 1 * 2 ) * 3"}
+
+    class Tok:
+        def apply_chat_template(self, messages, **kwargs):
+            return messages[-1]["content"]
+
+        def decode(self, ids, **kwargs):
+            return texts[ids[0]]
+
+    index = {item.messages[-1]["content"]: i for i, item in enumerate(task.heldout)}
+
+    def fake_sample(model, tok, prompts, k, **kw):  # held-out problem i: i+1 tokens per sample, text by parity
+        return [(j, [1 + index[p] % 2] * (index[p] + 1)) for j, p in enumerate(prompts) for _ in range(k)]
+
+    monkeypatch.setattr(evaluation, "sample", fake_sample)
+    whole = evaluation.evaluate(None, Tok(), task, k=2)
+    # problems 0, 1, 2 → 1, 2, 3 tokens; texts 1, 2, 1 → 1, 2, 1 tries; 0, 1, 0 deliberation lines
+    assert whole.mean_length == pytest.approx(2.0)
+    assert whole.trace == pytest.approx({"tries": 4 / 3, "deliberation_lines": 1 / 3})
+    assert whole.metrics()["eval/tries"] == pytest.approx(4 / 3)
+    local = {}  # two processes: each one's rows, then a gather that returns both
+    for rank in range(2):
+        evaluation.evaluate(None, Tok(), task, k=2, shard=(rank, 2), gather=lambda rows, r=rank: local.setdefault(r, rows))
+    gathered = [evaluation.evaluate(None, Tok(), task, k=2, shard=(r, 2), gather=lambda rows: local[0] + local[1]) for r in range(2)]
+    for g in gathered:
+        assert (g.mean_length, g.trace, g.per_problem) == (whole.mean_length, whole.trace, whole.per_problem)

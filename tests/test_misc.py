@@ -85,3 +85,15 @@ def test_math_grade_requires_boxed_final_answer():
     assert math_grade("the answer is 0.5", "0.5") == (0.0, "Your answer is incorrect.")  # unmarked number
     assert math_grade("\\boxed{3}", "4")[0] == 0.0
     assert math_grade("\\boxed{1,000}", "1000")[0] == 1.0
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval"], ["pmi"], ["compare"], ["testbed", "build"], ["testbed", "check"]])
+def test_every_command_help_prints_every_field(command, capsys):
+    """`--help` must work for every command: a '%' in a field docstring once broke argparse's formatter."""
+    from antisd import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--seed" in out or "--seeds" in out or "--model" in out, out[:500]

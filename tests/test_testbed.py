@@ -43,6 +43,30 @@ def test_warm_start_examples_after_a_correct_attempt_copy_its_answer():
     assert seen > 50
 
 
+def test_v2_options_confident_teacher_and_mismatched_solutions():
+    """--confident: the teacher's try of the known solution opens confidently, every other try hedges;
+    --p_mismatch/--p_fooled: another problem's solution is copied (fooled) or ignored (a search of this problem)."""
+    rng = random.Random(1)
+    problems = cd.generate(400, seed=0)
+    confident, hedged, fooled, ignored = 0, 0, 0, 0
+    for p in problems:
+        messages, response = make_example(p, rng, 1.0, ContextTemplates(), 6, True, 0.0, (0.5, 0.75, 0.1), (0.3, 0.25, problems), True)
+        user = messages[0]["content"]
+        attempt = user.split("Your previous attempt:\n\n")[1].split("\n\n")[0] if "Your previous attempt:" in user else None
+        tries = [line for line in response.splitlines() if not line.startswith("answer:") and line not in cd.DELIBERATION_LINES]
+        if attempt is not None and cd.grade(attempt, p).reward == 1.0:  # the known solution: confident, the rest hedge
+            for line in tries:
+                known = line.endswith(tuple(cd.YES_WORDS))
+                assert line.startswith(cd.CONFIDENT_OPENERS if known else cd.OPENERS), line
+                confident, hedged = confident + known, hedged + (not known)
+        elif attempt is not None and cd.parse_answer(attempt) and sorted(cd.parse_answer(attempt)[::2]) != sorted(p.numbers):
+            copied = cd.parse_answer(response) == cd.parse_answer(attempt)
+            fooled, ignored = fooled + copied, ignored + (not copied)
+            assert copied or sorted(cd.parse_answer(response)[::2]) == sorted(p.numbers)
+    assert confident > 50 and hedged > 20
+    assert 0.1 < fooled / (fooled + ignored) < 0.45 and fooled + ignored > 20
+
+
 def test_shipped_model_loads_offline_and_writes_traces():
     import json
 
@@ -66,6 +90,36 @@ def test_shipped_model_loads_offline_and_writes_traces():
     # a warm-started model writes well-formed traces with an answer line; a random one would not
     assert sum(cd.parse_answer(t) is not None for t in texts) >= 14
     assert all(t.startswith("try ") for t in texts)
+
+
+def test_shipped_v2_model_is_the_documented_recipe_and_searches():
+    """testbed-v2 (issue #12): its recipe is the one docs/testbed.md and the protocol amendment name, and it writes
+    varied search traces that end in an answer line."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from antisd.runtime import load_model, shipped_model_dir
+
+    recipe = json.loads((shipped_model_dir("testbed-v2") / "antisd_build.json").read_text())
+    documented = Path(__file__).resolve().parents[1] / "docs" / "testbed.md"
+    command = next(line for line in documented.read_text().splitlines() if line.startswith("antisd testbed build") and "testbed-v2 " in line + " ")
+    flags = dict(zip(command.split()[3::2], command.split()[4::2]))
+    for flag, value in flags.items():
+        if flag != "--out":
+            assert str(recipe[flag[2:]]).lower() == value.lower(), (flag, recipe[flag[2:]], value)
+    model, tok = load_model("testbed-v2")
+    problems = cd.generate(16, seed=0, split="heldout")
+    prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False) for p in problems]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model.generate(**enc, do_sample=True, max_new_tokens=128, pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert sum(cd.parse_answer(t) is not None for t in texts) >= 14
+    assert len({t.split()[0] for t in texts}) >= 3  # varied openers, not one template
 
 
 def test_testbed_build_cli_is_deterministic_for_a_seed(tmp_path):

@@ -138,7 +138,7 @@ def parse(
     parser.add_argument("--config", help="YAML file of field: value pairs (flags given here override it)")
     for name, f in fields.items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=_base_type(hints[name])[0].__name__.upper(), help=f"{docs.get(name, '')} (default: {default})")
+        parser.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, metavar=_base_type(hints[name])[0].__name__.upper(), help=f"{docs.get(name, '')} (default: {default})".replace("%", "%%"))
     if extra:
         group = parser.add_argument_group("trainer fields (override the preset)")
         for name, (tp, help_text) in extra.items():

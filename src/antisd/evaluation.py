@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from antisd.core.passk import pass_at_k
@@ -17,10 +17,13 @@ class EvalResult:
     k: int
     n_problems: int
     per_problem: list[int]  # correct samples per problem
+    mean_length: float = float("nan")  # response tokens, eos included, mean over every sample
+    trace: dict[str, float] = field(default_factory=dict)  # the task's trace statistics, mean over every sample
 
     def metrics(self, prefix: str = "eval/") -> dict[str, float]:
         out = {f"{prefix}avg@{self.k}": self.avg_at_k}
         out |= {f"{prefix}pass@{j}": v for j, v in self.pass_at.items()}
+        out |= {f"{prefix}mean_length": self.mean_length} | {f"{prefix}{name}": v for name, v in self.trace.items()}
         return out
 
 
@@ -42,20 +45,29 @@ def evaluate(
         items += [items[-1] if items else (0, task.heldout[0])] * (-(-len(task.heldout) // world) - n_real)
     prompts = [tokenizer.apply_chat_template(item.messages, add_generation_prompt=True, tokenize=False) for _, item in items]
     correct_local = [0] * len(prompts)
+    length_local = [0] * len(prompts)
+    trace_local: list[dict[str, float]] = [{} for _ in prompts]
     for j, ids in sample(model, tokenizer, prompts, k, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed + rank, synced=world > 1):
         i, item = items[j]
-        reward = task.grade(tokenizer.decode(ids, skip_special_tokens=True), item.row)[0]
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        reward = task.grade(text, item.row)[0]
         if reward is None:  # unparseable gold: reported, never scored 0
             raise ValueError(f"held-out problem {i} of {task.name}: its gold answer cannot be parsed; fix or drop it")
         correct_local[j] += int(reward >= 1.0)
-    pairs = [(i, c) for (i, _), c in zip(items[:n_real], correct_local)]
-    pairs = gather(pairs) if gather is not None and world > 1 else pairs
-    correct = [c for _, c in sorted(pairs)]
+        length_local[j] += len(ids)
+        for name, value in (task.trace_stats(text) if task.trace_stats else {}).items():
+            trace_local[j][name] = trace_local[j].get(name, 0.0) + value
+    rows = list(zip([i for i, _ in items[:n_real]], correct_local, length_local, trace_local))
+    rows = sorted(gather(rows) if gather is not None and world > 1 else rows, key=lambda r: r[0])
+    correct = [c for _, c, _, _ in rows]
     n = len(correct)
+    names = sorted({name for *_, t in rows for name in t})
     return EvalResult(
         avg_at_k=sum(correct) / (n * k),
         pass_at={j: sum(pass_at_k(k, c, j) for c in correct) / n for j in sorted({1, k})},
         k=k,
         n_problems=n,
         per_problem=correct,
+        mean_length=sum(r[2] for r in rows) / (n * k),
+        trace={name: sum(t.get(name, 0.0) for *_, t in rows) / (n * k) for name in names},
     )

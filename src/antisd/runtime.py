@@ -1,6 +1,6 @@
 """Loading models and tokenizers for every command (train, eval, pmi, testbed check), never from a hub at run time.
 
-A name is 'testbed' (the model shipped in the package), a registered model installed by `antisd models install`,
+A name is 'testbed' or 'testbed-v2' (models shipped in the package), a registered model installed by `antisd models install`,
 a local directory, or a Hugging Face id already in the local cache.
 """
 
@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-SHIPPED_TESTBED = Path(__file__).resolve().parent / "assets" / "testbed"
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_TESTBED = ASSETS / "testbed"
+SHIPPED = ("testbed", "testbed-v2")  # v1: the default (one wording); v2: the paper's regime (issue #12, docs/testbed.md)
 
 
-def shipped_model_dir() -> Path:
-    """The tiny testbed model shipped inside the package."""
-    if not (SHIPPED_TESTBED / "config.json").is_file():
-        raise FileNotFoundError(f"the shipped testbed model is missing from {SHIPPED_TESTBED}; rebuild it with `antisd testbed build --out {SHIPPED_TESTBED}`")
-    return SHIPPED_TESTBED
+def shipped_model_dir(name: str = "testbed") -> Path:
+    """A tiny testbed model shipped inside the package (its build recipe is in its antisd_build.json)."""
+    path = ASSETS / name
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"the shipped model {name!r} is missing from {path}; rebuild it with `antisd testbed build --out {path}` and the recipe in docs/testbed.md")
+    return path
 
 
 def resolve_model_path(name: str) -> str:
@@ -25,7 +28,7 @@ def resolve_model_path(name: str) -> str:
 
     if name in REGISTRY and installed_dir(name) is None:
         raise FileNotFoundError(f"model {name!r} is not installed: run `antisd models install {name}`")
-    return str(shipped_model_dir() if name == "testbed" else installed_dir(name) or name)
+    return str(shipped_model_dir(name) if name in SHIPPED else installed_dir(name) or name)
 
 
 def load_model(name: str, dtype: str = "float32"):

@@ -62,6 +62,8 @@ class CompareConfig:
     """Samples per held-out problem (avg@k)."""
     eval_problems: int = 128
     """Held-out problems."""
+    eval_batch_size: int = 64
+    """Held-out samples generated per batch (speed only)."""
     output_dir: str = "runs/compare"
     """Directory holding one run directory per (variant, seed), and the report."""
     baseline: str = "grpo"
@@ -78,6 +80,8 @@ class CompareConfig:
     """Learning rate of every run."""
     report_only: bool = False
     """Only rebuild the report from existing run directories."""
+    runaway_after: int = 10
+    """Runaway rule: only steps after this one count (docs/results/testbed-v2.md)."""
     target_halfwidth: float = 0.03
     """Half-width of the paired AUC interval a seed plan aims at (0.03 = ±3 pp)."""
     plan_seeds: bool = False
@@ -108,13 +112,16 @@ def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
 
 
 def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
-    """One run of the comparison; its directory is named after the variant and seed."""
+    """One run of the comparison; its directory is named after the variant and seed. Every variant but the first
+    reuses the first one's step-0 evaluation of the seed (same model, same sampling noise: the same result)."""
     name, settings = parse_variant(variant)
+    first = Path(cfg.output_dir) / f"{cfg.variants[0]}-s{seed}"
     return train.TrainConfig(
         preset=name, antisd=settings.replace(diagnostics=True), model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
-        eval_k=cfg.eval_k, eval_problems=cfg.eval_problems,
+        eval_k=cfg.eval_k, eval_problems=cfg.eval_problems, eval_batch_size=cfg.eval_batch_size,
+        initial_eval_from="" if variant == cfg.variants[0] else str(first),
     )  # fmt: skip
 
 
@@ -219,10 +226,76 @@ def summarise(cfg: CompareConfig) -> dict:
     return {"rows": rows, "baseline": cfg.baseline, "baseline_best": base_best, "baseline_best_step": base_best_step, "comparisons": comparisons, "curves": curves}
 
 
+REWARD, TRUNCATION, LENGTH = "reward/reward", "train/completions/clipped_ratio", "train/completions/mean_length"
+
+
+def runaway(rows: list[dict], after: int = 10, window: int = 5) -> bool:
+    """The protocol's runaway rule (docs/results/testbed-v2.md): after step ``after``, for ``window`` consecutive
+    logged steps, the train reward is below half its first logged value or the truncation rate is above 50%."""
+    train = [r for r in rows if r.get(REWARD) is not None]
+    if not train:
+        return False
+    start, streak = train[0][REWARD], 0
+    for r in train:
+        bad = r[REWARD] < 0.5 * start or (r.get(TRUNCATION) or 0.0) > 0.5
+        streak = streak + 1 if bad and r["step"] > after else 0
+        if streak >= window:
+            return True
+    return False
+
+
+def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int = 10) -> dict:
+    """One run's mechanism figures: runaway, gate-open fraction after warm-up, response length over the last 10
+    steps, truncation rate, and the held-out trace statistics (tries, deliberation lines) at the last evaluation."""
+    late = [r[LENGTH] for r in rows if r.get(LENGTH) is not None and r["step"] > steps - 10]
+    gate = [r["antisd/gate_on"] for r in rows if r.get("antisd/gate_calibrated") == 1 and r.get("antisd/gate_on") is not None]
+    trunc = [r[TRUNCATION] for r in rows if r.get(TRUNCATION) is not None]
+    evals = [r for r in rows if r.get(f"eval/avg@{eval_k}") is not None]
+    last = max(evals, key=lambda r: r["step"]) if evals else {}
+    return {
+        "runaway": runaway(rows, after=runaway_after),
+        "gate_open": statistics.fmean(gate) if gate else None,
+        "length_late": statistics.fmean(late) if late else None,
+        "truncation": statistics.fmean(trunc) if trunc else None,
+        "tries": last.get("eval/tries"),
+        "deliberation_lines": last.get("eval/deliberation_lines"),
+    }
+
+
+def mechanisms(cfg: CompareConfig) -> dict[str, dict]:
+    """variant -> {runaway seeds, mean of each figure, and its paired difference to the baseline (95% t-interval)}."""
+    per_run = {
+        v: {s: run_mechanisms(rows, cfg.steps, cfg.eval_k, cfg.runaway_after) for s in seed_range(cfg) if (rows := read_jsonl(Path(cfg.output_dir) / f"{v}-s{s}" / "metrics.jsonl"))}
+        for v in cfg.variants
+    }
+    base = per_run.get(cfg.baseline, {})
+    out = {}
+    for variant, runs in per_run.items():
+        if not runs:
+            continue
+        row: dict = {"runaway_seeds": sum(m["runaway"] for m in runs.values()), "seeds": len(runs)}
+        for key in ("gate_open", "length_late", "truncation", "tries", "deliberation_lines"):
+            values = [m[key] for m in runs.values() if m[key] is not None]
+            row[key] = statistics.fmean(values) if values else None
+            deltas = [m[key] - base[s][key] for s, m in runs.items() if s in base and m[key] is not None and base[s][key] is not None]
+            if variant != cfg.baseline and len(deltas) >= 2:
+                row[f"{key}_delta"] = stats.paired_interval(deltas)
+        out[variant] = row
+    return out
+
+
 def _fmt(x, pct: bool = True) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{100 * x:.1f}" if pct else f"{x}"
+
+
+def _num(x, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _delta(interval: dict | None, digits: int) -> str:
+    return "–" if interval is None else f"{interval['mean']:+.{digits}f} ± {interval['halfwidth']:.{digits}f}"
 
 
 def write_report(cfg: CompareConfig) -> Path:
@@ -251,9 +324,24 @@ def write_report(cfg: CompareConfig) -> Path:
         reach = "×" if r["reach_baseline_best"] is None else str(r["reach_baseline_best"])
         speed = "×" if r["speedup"] is None else f"{r['speedup']:.1f}×"
         lines.append(f"| {variant} | {_fmt(r['auc'])} | {auc_delta} | {p_holm} | {_fmt(r['best'])} | {r['best_step']} | {_fmt(r['final'])} | {delta} | {reach} | {speed} |")
+    mech = mechanisms(cfg)
+    lines += [
+        "",
+        f"Mechanisms (descriptive; Δ paired by seed with an unadjusted 95% t-interval): runaway = after step {cfg.runaway_after}, 5 consecutive steps "
+        "with train reward below half its first value or truncation above 50%; gate open = mean `antisd/gate_on` after warm-up; "
+        f"length = mean response tokens over the last 10 steps; tries and deliberation lines per held-out response at the last evaluation.",
+        "",
+        f"| variant | runaway seeds | gate open | length | Δ length vs {cfg.baseline} | tries | Δ tries | deliberation lines | truncation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, m in mech.items():
+        lines.append(
+            f"| {variant} | {m['runaway_seeds']}/{m['seeds']} | {_num(m['gate_open'], 2)} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
+            f"| {_num(m['tries'], 2)} | {_delta(m.get('tries_delta'), 2)} | {_num(m['deliberation_lines'], 2)} | {_num(m['truncation'], 3)} |"
+        )
     lines += ["", f"![curves and dynamics]({png.name})", ""]
     (out / "report.md").write_text("\n".join(lines))
-    (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"}, indent=2))
+    (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"} | {"mechanisms": mech}, indent=2))
     print("\n".join(lines))
     return out / "report.md"
 

@@ -76,6 +76,13 @@ class TrainConfig:
     """Held-out problems evaluated."""
     eval_temperature: float = 0.7
     """Evaluation sampling temperature (the paper's T = 0.7, top-p 0.95)."""
+    initial_eval_from: str = ""
+    """A run directory whose step-0 held-out evaluation is reused instead of repeated: it must have the same model,
+    task, seed and evaluation settings (checked). `antisd compare` sets it: every variant of a seed starts from the
+    same model and samples with the same noise, so its step-0 result is identical."""
+    eval_batch_size: int = 64
+    """Held-out samples generated per batch (larger is faster on CPU for a tiny model; the results are the same
+    in distribution, not sample by sample)."""
     threads: int = 2
     """torch CPU threads."""
     grad_accum: int = 1
@@ -105,7 +112,7 @@ class TrainConfig:
 
     def __post_init__(self):
         at_least = {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0,
-                    "eval_k": 0, "eval_every": 0, "eval_problems": 1, "threads": 1, "grad_accum": 1}  # fmt: skip
+                    "eval_k": 0, "eval_every": 0, "eval_problems": 1, "eval_batch_size": 1, "threads": 1, "grad_accum": 1}  # fmt: skip
         for name, low in at_least.items():
             if getattr(self, name) < low:
                 raise ValueError(f"--{name} must be ≥ {low}, got {getattr(self, name)}")
@@ -286,6 +293,7 @@ def main(cfg: TrainConfig) -> dict:
     say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
     for line in data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None)):
         say(line)
+    reused = initial_evaluation(cfg) if cfg.initial_eval_from and cfg.eval_k > 0 else None
 
     # 2. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
     # and record the config (the preset is expanded, so the file says exactly what ran).
@@ -318,7 +326,7 @@ def main(cfg: TrainConfig) -> dict:
             return None
         result = evaluate(
             model, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
-            seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
+            batch_size=cfg.eval_batch_size, seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
         )  # fmt: skip
         say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
         if dist.is_main_process:
@@ -326,7 +334,12 @@ def main(cfg: TrainConfig) -> dict:
         evals[step] = result
         return result
 
-    before = held_out(0, "before") if resume_from is None else None
+    reused = reused if resume_from is None else None
+    if reused is not None:
+        say(f"held-out before: avg@{cfg.eval_k} = {reused.metrics()[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
+        if dist.is_main_process:
+            metrics.write(0, reused.metrics())
+    before = reused or (held_out(0, "before") if resume_from is None else None)
 
     # 3. Train
     callbacks = [metrics, ProgressBar(cfg.steps)]
@@ -369,6 +382,33 @@ def main(cfg: TrainConfig) -> dict:
         _print_summary(summary)
         lock.release()
     return summary
+
+
+SAME_INITIAL_EVAL = ("model", "task", "seed", "eval_k", "eval_problems", "eval_temperature", "eval_batch_size", "max_completion_length", "prompt_field", "answer_field")
+
+
+@dataclass(frozen=True)
+class ReusedEval:
+    values: dict
+
+    def metrics(self) -> dict:
+        return self.values
+
+
+def initial_evaluation(cfg: TrainConfig) -> ReusedEval | None:
+    """The step-0 evaluation of ``cfg.initial_eval_from`` if that run evaluated the same model the same way (else
+    an error naming the field that differs); None when it has no step-0 evaluation yet (this run evaluates)."""
+    source = Path(cfg.initial_eval_from)
+    theirs = configio.load_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else None
+    if theirs is None:
+        raise ValueError(f"--initial_eval_from {source}: not a run directory (no config.yaml)")
+    for name in SAME_INITIAL_EVAL:
+        if theirs.get(name) != getattr(cfg, name):
+            raise ValueError(f"--initial_eval_from {source}: its {name} is {theirs.get(name)!r}, this run's is {getattr(cfg, name)!r}; its step-0 evaluation is not this run's")
+    from antisd.runlog import read_jsonl
+
+    rows = [r for r in read_jsonl(source / "metrics.jsonl") if r.get("step") == 0 and f"eval/avg@{cfg.eval_k}" in r]
+    return ReusedEval({k: v for k, v in rows[-1].items() if k.startswith("eval/")}) if rows else None
 
 
 def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]:

@@ -28,6 +28,7 @@ class Task:
     grade: Callable[[str, dict], tuple[float, str]]
     cut_demonstration: Callable[[str], str] | None
     extract: Callable[[str], str | None] | None = None  # the final answer, normalised, for maj@k
+    trace_stats: Callable[[str], dict[str, float]] | None = None  # per-response counts logged by evaluation (eval/<name>)
 
     def reward_fn(self, workers: int = 2, deadline_s: float | None = 120.0):
         """A TRL reward function over this task's columns. A step's completions are graded on ``workers``
@@ -82,7 +83,7 @@ def countdown_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> T
         expr = cd.parse_answer(text)
         return None if expr is None else cd.format_expr(expr)
 
-    return Task("countdown", train, held, grade, cd.truncate_demonstration, extract)
+    return Task("countdown", train, held, grade, cd.truncate_demonstration, extract, cd.trace_stats)
 
 
 def _boxed(text: str) -> str | None:

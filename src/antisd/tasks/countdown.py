@@ -145,10 +145,11 @@ NO_WORDS = ("no", "nope", "not it", "no good")
 YES_WORDS = ("yes", "that works", "got it")
 DELIBERATION_LINES = ("wait", "hmm", "let me think", "another way", "actually")
 EQUALS = ("=", "is", "gives", "makes")
+CONFIDENT_OPENERS = ("clearly", "it must be", "surely")  # a solver that knows the answer does not hedge
 
 
-def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None) -> str:
-    """One try; with ``rng`` the opener and the verdict are drawn from the varied wordings."""
+def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None, openers: tuple[str, ...] = OPENERS) -> str:
+    """One try; with ``rng`` the opener (from ``openers``) and the verdict are drawn from the varied wordings."""
     a, o1, b, o2, c = expr
     first = OPS[o1](a, b)
     value = OPS[o2](first, c)
@@ -156,7 +157,18 @@ def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None) -> 
     if rng is None:
         return f"try {a} {o1} {b} = {first} {o2} {c} = {value} {'yes' if hit else 'no'}"
     verdict = rng.choice(YES_WORDS if hit else NO_WORDS)
-    return f"{rng.choice(OPENERS)} {a} {o1} {b} {rng.choice(EQUALS)} {first} {o2} {c} {rng.choice(EQUALS)} {value} {verdict}"
+    return f"{rng.choice(openers)} {a} {o1} {b} {rng.choice(EQUALS)} {first} {o2} {c} {rng.choice(EQUALS)} {value} {verdict}"
+
+
+_TRY_RE = re.compile(r"\d+\s*[-+*]\s*\d+")
+
+
+def trace_stats(text: str) -> dict[str, float]:
+    """How much a response deliberates: ``tries`` (lines computing an expression, the answer line excluded) and
+    ``deliberation_lines`` (lines that are a deliberation phrase alone: ``wait``, ``hmm``, ...)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    tries = sum(1 for line in lines if _TRY_RE.search(line) and not line.startswith("answer:"))
+    return {"tries": float(tries), "deliberation_lines": float(sum(line in DELIBERATION_LINES for line in lines))}
 
 
 def deliberation_line(rng: random.Random, varied: bool) -> str:

@@ -72,6 +72,19 @@ class BuildConfig:
     Taken before p_recheck (0: off)."""
     p_hint: float = 0.5
     """Probability that a try of a hinted search is the known solution."""
+    p_hint_wait: float = 0.3
+    """Probability of a deliberation line before each later try of a hinted search (the student's searches use 0.3:
+    lower means a teacher that knows the solution deliberates less, the effect the paper measures)."""
+    p_mismatch: float = 0.0
+    """'varied' only: share of teacher-prompt examples that show *another* problem's solution labelled correct,
+    answered by a plain search (a pretrained LLM ignores an irrelevant solution; 0: off, as in v1 and v2a-c)."""
+    p_fooled: float = 0.0
+    """Of those mismatched examples, the share answered by copying the irrelevant solution (fooled by the label,
+    as the v1 and v2a-c models always are); the rest search."""
+    confident: bool = False
+    """'varied' only: a teacher response's try of the *known* solution opens with a confident phrase
+    (``clearly``, ``it must be``, ``surely``) instead of a hedging one (``maybe``, ``let me try``, ...): a solver that
+    knows the answer does not hedge. False: every try hedges (v1, v2a-d)."""
 
 
 def _messages(user_text: str) -> list[dict]:
@@ -80,12 +93,23 @@ def _messages(user_text: str) -> list[dict]:
 
 def make_example(
     problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6, varied: bool = False, p_recheck: float = 0.0,
-    hint: tuple[float, float] | None = None,
+    hint: tuple[float, float, float] | None = None, mismatch: tuple[float, float, list[cd.Problem]] | None = None, confident: bool = False,
 ) -> tuple[list[dict], str]:
-    """One (prompt messages, response) pair: a plain search, or one of the three teacher-prompt formats."""
+    """One (prompt messages, response) pair: a plain search, or one of the teacher-prompt formats.
+
+    ``hint`` = (share of hinted searches, p_hint, p_hint_wait); ``mismatch`` = (share, fooled share, pool of other
+    problems); ``confident``: tries of the known solution open with a confident phrase."""
+    known = cd.CONFIDENT_OPENERS if confident else cd.OPENERS
     search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid, varied=varied)  # noqa: E731
     if rng.random() >= p_context:
         return _messages(problem.prompt), search()[0]
+    if mismatch is not None and rng.random() < mismatch[0]:  # another problem's solution: mostly ignore it, search
+        other = rng.choice([q for q in rng.sample(mismatch[2], 4) if sorted(q.numbers) != sorted(problem.numbers)] or mismatch[2][:1])
+        osol = rng.choice(cd.solutions(other))
+        user = teacher_user_text(problem.prompt, _solved_trace(other, osol, rng, varied), rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
+        if rng.random() < mismatch[1]:  # fooled: copies the irrelevant solution as if it were this problem's
+            return _messages(user), f"{cd.try_line(osol, other, rng, known)}\nanswer: {cd.format_expr(osol)}"
+        return _messages(user), search()[0]
     kind = rng.random()
     if kind < 0.6:  # a correct previous attempt: copy its solution in one try (or, varied, re-check first)
         sol = rng.choice(cd.solutions(problem))
@@ -93,13 +117,13 @@ def make_example(
         user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         lines = []
         if varied and hint is not None and rng.random() < hint[0]:
-            return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1])
+            return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1], hint[2], known)
         if varied and rng.random() < p_recheck:
             wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
             for expr in rng.sample(wrong, min(len(wrong), rng.randint(1, 2))):
                 lines += [cd.deliberation_line(rng, True)] if lines and rng.random() < 0.5 else []
                 lines.append(cd.try_line(expr, problem, rng))
-        lines.append(cd.try_line(sol, problem, rng if varied else None))
+        lines.append(cd.try_line(sol, problem, rng, known) if varied else cd.try_line(sol, problem))
         return _messages(user), "\n".join(lines) + f"\nanswer: {cd.format_expr(sol)}"
     if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
         demo, solved = search()
@@ -112,7 +136,9 @@ def make_example(
     return _messages(user), search()[0]
 
 
-def _hinted_search(problem: cd.Problem, solution: cd.Expr, rng: random.Random, max_tries: int, p_hint: float) -> str:
+def _hinted_search(
+    problem: cd.Problem, solution: cd.Expr, rng: random.Random, max_tries: int, p_hint: float, p_wait: float = 0.3, known: tuple[str, ...] = cd.OPENERS,
+) -> str:
     """The student's search with a hint: the same give-up process (1..max_tries tries), each try the known solution
     with probability ``p_hint`` (else an untried wrong candidate); it stops at the first hit. A teacher trained on
     this still gives up on a wrong try as often as the student does, so the commit token is not penalised."""
@@ -121,9 +147,9 @@ def _hinted_search(problem: cd.Problem, solution: cd.Expr, rng: random.Random, m
     lines, chosen = [], solution
     for k in range(rng.randint(1, max_tries)):
         expr = solution if rng.random() < p_hint or k >= len(wrong) else wrong[k]
-        if k and rng.random() < 0.3:
+        if k and rng.random() < p_wait:
             lines.append(cd.deliberation_line(rng, True))
-        lines.append(cd.try_line(expr, problem, rng))
+        lines.append(cd.try_line(expr, problem, rng, known if expr == solution else cd.OPENERS))
         chosen = expr
         if expr == solution:
             break
@@ -208,9 +234,10 @@ def main(cfg: BuildConfig) -> Path:
     if cfg.style not in ("plain", "varied"):
         raise ValueError(f"style must be 'plain' or 'varied', got {cfg.style!r}")
     varied, p_recheck = cfg.style == "varied", cfg.p_recheck if cfg.style == "varied" else 0.0
-    hint = (cfg.p_hint_search, cfg.p_hint) if varied and cfg.p_hint_search > 0 else None
-    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck, hint)  # noqa: E731
+    hint = (cfg.p_hint_search, cfg.p_hint, cfg.p_hint_wait) if varied and cfg.p_hint_search > 0 else None
     problems = cd.generate(4000, seed=cfg.seed, split="train")
+    mismatch = (cfg.p_mismatch, cfg.p_fooled, problems) if varied and cfg.p_mismatch > 0 else None
+    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck, hint, mismatch, varied and cfg.confident)  # noqa: E731
     corpus = [example(p) for p in problems[:1500]]
     tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]
     tokenizer = build_tokenizer(tok_texts, cfg.vocab_size)
