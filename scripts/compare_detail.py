@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 from antisd import stats
@@ -47,7 +46,7 @@ def main() -> None:
     variants = [args.baseline] + [v for v in variants if v != args.baseline]
     runs = {v: {s: read_rows(args.output_dir / f"{v}-s{s}" / "metrics.jsonl") for s in seeds} for v in variants}
     curves = {v: {s: curve(rows, args.eval_k) for s, rows in per_seed.items() if rows} for v, per_seed in runs.items()}
-    aucs = {v: {s: statistics.fmean(c.values()) for s, c in per_seed.items() if c} for v, per_seed in curves.items()}
+    aucs = {v: {s: stats.curve_auc(c) for s, c in per_seed.items() if c} for v, per_seed in curves.items()}
 
     print(f"AUC (%) per seed {list(seeds)} | final avg@{args.eval_k} (%) per seed")
     for v in variants:
