@@ -19,8 +19,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(OFFLINE) $(VENV)/bin/antisd train --overwrite true
 
+# The whole suite on this CPU's own kernels, then the numerical comparisons (marker `exact`) again under the
+# portable and the AVX2 kernels: a tolerance must follow from fp32 arithmetic, not from the CPU it was written on.
 test: $(STAMP)
 	$(OFFLINE) $(PY) -m pytest
+	@for cap in default avx2; do \
+		echo "== exact-comparison tests with ATEN_CPU_CAPABILITY=$$cap"; \
+		$(OFFLINE) ATEN_CPU_CAPABILITY=$$cap $(PY) -m pytest -m exact -p no:cacheprovider || exit 1; \
+	done
 
 # The verl plug-in's environment and tests (docs/verl.md). verl pins transformers<5.11, so it gets its own
 # environment; TRL is installed there too, for the test that the plug-in computes what the TRL trainer computes.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The oracle runs first, so a wiring error it catches is reported as killed by it.
-TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_control.py"]
+TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_wiring.py", "tests/test_control.py"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,19 @@ MUTANTS = [
            "u_BT = u_BT + token_pmi(control_logp_BT, student_logp_BT, mask_BT)", "u + u_control instead of u − u_control"),
     Mutant("control_lost_at_loss", TRAINER, 'out["antisd_control_logp"] = control_logp_BT', 'out["antisd_control_logp"] = teacher_logp_BT',
            "the loss-time composition gets the teacher's log-probs as the control's"),
+    # the three kinds of wiring error of issue #19, killed by tests/test_wiring.py and tests/test_oracle.py
+    Mutant("step_stat_mean", STEP, "return values.median().item() if values.numel()", "return values.mean().item() if values.numel()",
+           "gate statistic: mean of token entropies instead of the median"),
+    Mutant("ppl_warm_mean", STEP, "self.ppl_warm = statistics.median(finite) if finite else math.nan",
+           "self.ppl_warm = statistics.fmean(finite) if finite else math.nan", "warm teacher PPL m: mean of the warm-up steps instead of the median"),
+    Mutant("gate_stat_local", STEP, "values = reducer.gather(teacher_ent_BT[mask_BT.bool()].float())",
+           "values = teacher_ent_BT[mask_BT.bool()].float()", "entropy gate statistic from this process's rows only"),
+    Mutant("sigma_ref_local", STEP, "self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))",
+           "self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, LOCAL))", "σ_ref from this process's rows only"),
+    Mutant("ppl_stat_local", STEP, "total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])",
+           "total, count = LOCAL.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])", "PPL gate statistic and warm PPL (τ) from this process's rows only"),
+    Mutant("teacher_with_grad", TRAINER, "with torch.no_grad(), checkpointing:", "with checkpointing:",
+           "the teacher forward runs with gradient (the advantages would carry it into the loss)"),
 ]
 
 

@@ -5,6 +5,9 @@ ANTISD_FAULT=STAGE and ANTISD_FAULT_STEP=N pick the moment, at the checkpoint of
   optimizer_before after the model, before optimizer  optimizer_inside  half of optimizer.pt written
   state_before     before antisd_state.json           state_inside   a partial antisd_state.json temp file
   marker_before    before the completeness marker     marker_after   right after the marker (complete)
+and, after training, before the run's final records (ANTISD_FAULT_STEP ignored):
+  final_model_before   before final/ is written       summary_before   before summary.json
+  finished_before      before run.json says finished
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ original_save_model, original_save_opt = AntiSDTrainer.save_model, AntiSDTrainer
 def save_model(self, output_dir=None, _internal_call=False):
     if _internal_call and at_step(self) and STAGE == "model_before":
         die()
+    if not _internal_call and STAGE == "final_model_before":
+        die()
     result = original_save_model(self, output_dir, _internal_call)
     if _internal_call and at_step(self) and STAGE == "model_inside":
         path = Path(output_dir) / "model.safetensors"
@@ -59,6 +64,10 @@ original_write, original_mark = rundir.write_json_atomic, rundir.mark_complete
 
 
 def write_json_atomic(path, obj):
+    if Path(path).name == "summary.json" and STAGE == "summary_before":
+        die()
+    if Path(path).name == "run.json" and obj.get("finished") and STAGE == "finished_before":
+        die()
     if Path(path).name == "antisd_state.json" and Path(path).parent.name == f"checkpoint-{STEP}":
         if STAGE == "state_before":
             die()

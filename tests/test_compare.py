@@ -16,16 +16,19 @@ from tiny import make_tiny_model
 pytestmark = pytest.mark.slow
 
 
+ANTISD = "antisd@antisd_gate_warmup_steps=1"  # a warm-up shorter than the 2-step runs (else compare refuses it)
+
+
 def test_compare_runs_resumes_and_reports(tmp_path, capsys):
     model = make_tiny_model(tmp_path / "tiny")
     out = tmp_path / "cmp"
     argv = [
-        "compare", "--variants", "grpo,antisd", "--seeds", "2", "--steps", "2", "--eval_every", "1", "--eval_k", "1",
+        "compare", "--variants", f"grpo,{ANTISD}", "--seeds", "2", "--steps", "2", "--eval_every", "1", "--eval_k", "1",
         "--eval_problems", "3", "--model", str(model), "--prompts_per_step", "2", "--num_generations", "2", "--output_dir", str(out),
     ]  # fmt: skip
     assert cli.main(argv) == 0
-    assert capsys.readouterr().out.count("reused from") == 2  # antisd-s0 and antisd-s1 reuse their seed's step 0
-    for run in ("grpo-s0", "grpo-s1", "antisd-s0", "antisd-s1"):
+    assert capsys.readouterr().out.count("reused from") == 2  # the antisd runs of seeds 0 and 1 reuse their seed's step 0
+    for run in ("grpo-s0", "grpo-s1", f"{ANTISD}-s0", f"{ANTISD}-s1"):
         summary = json.loads((out / run / "summary.json").read_text())
         assert summary["steps"] == 2
         evals = [json.loads(x) for x in (out / run / "metrics.jsonl").read_text().splitlines() if "eval/avg@1" in x]
@@ -34,7 +37,7 @@ def test_compare_runs_resumes_and_reports(tmp_path, capsys):
         step0 = {k: v for k, v in first[0].items() if k.startswith("eval/")}
         assert {k: v for k, v in evals[0].items() if k.startswith("eval/")} == step0 and summary["before"] == step0
     report = (out / "report.md").read_text()
-    assert "| grpo |" in report and "| antisd |" in report and (out / "report.png").stat().st_size > 0
+    assert "| grpo |" in report and f"| {ANTISD} |" in report and (out / "report.png").stat().st_size > 0
     capsys.readouterr()
     assert cli.main(argv) == 0  # second call: every run is finished and skipped
     assert capsys.readouterr().out.count("finished, skipped") == 4
@@ -67,7 +70,7 @@ def test_variant_overrides_parse_and_name_bad_fields():
     assert compare.parse_variant("antisd@antisd_lambda_max=2@antisd_gate=false") == ("antisd", preset("antisd").replace(lambda_max=2.0, gate=False))
     with pytest.raises(ValueError, match="not field=value"):
         compare.parse_variant("antisd@lambda=2")
-    cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], output_dir="/tmp/x")
+    cfg = compare.CompareConfig(variants=["antisd@antisd_lambda_max=2"], baseline="antisd@antisd_lambda_max=2", output_dir="/tmp/x")
     rc = compare.run_config(cfg, "antisd@antisd_lambda_max=2", 1)
     assert rc.preset == "antisd" and rc.antisd == preset("antisd").replace(lambda_max=2.0, diagnostics=True) and rc.output_dir.endswith("antisd@antisd_lambda_max=2-s1")
 
@@ -123,7 +126,7 @@ def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tm
     (source / "config.yaml").write_text(configio.to_yaml(cfg))
     (source / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/avg@2": 0.25, "eval/pass@2": 0.5, "train/x": 1}) + "\n")
     mine = dataclasses.replace(cfg, output_dir=str(tmp_path / "second"), initial_eval_from=str(source), preset="antisd")
-    assert train.initial_evaluation(mine).metrics() == {"eval/avg@2": 0.25, "eval/pass@2": 0.5}
+    assert train.initial_evaluation(mine) == {"eval/avg@2": 0.25, "eval/pass@2": 0.5}
     for field, value in (("seed", 4), ("model", "other"), ("eval_problems", 64), ("eval_temperature", 1.0)):
         with pytest.raises(ValueError, match=f"its {field} is"):
             train.initial_evaluation(dataclasses.replace(mine, **{field: value}))

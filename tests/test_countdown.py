@@ -23,6 +23,8 @@ GRADER_TABLE = [
     ("the answer is 22", 0.0, "no_answer"),
     ("", 0.0, "no_answer"),
     ("answer: ( 3 - 5 ) + 7", 0.0, "wrong_value"),  # negative intermediate is illegal
+    ("answer: ( " + "9" * 5000 + " + 1 ) - 2", 0.0, "no_answer"),  # past int()'s 4,300-digit limit: not an exception
+    ("answer: ( 123456789 * 5 ) + 7", 0.0, "bad_numbers"),  # 9 digits still parse
 ]
 
 

@@ -34,12 +34,13 @@ def test_benchmark_offline_message_and_local_override(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_eval_cli_outputs(tmp_path):
+def test_eval_cli_outputs(tmp_path, capsys):
     from tiny import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny")
     out = tmp_path / "ev"
     assert cli.main(["eval", "--model", str(model), "--benchmarks", "countdown", "--k", "4", "--problems", "3", "--max_new_tokens", "8", "--output_dir", str(out)]) == 0
+    assert f"results: {out / 'results.md'}" in capsys.readouterr().out  # where the outputs are
     res = json.loads((out / "results.json").read_text())["results"]["countdown"]
     assert res["k"] == 4 and res["n_problems"] == 3 and len(res["per_problem"]) == 3
     assert all(len(p["completions"]) == 4 for p in res["per_problem"])

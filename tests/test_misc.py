@@ -97,3 +97,30 @@ def test_every_command_help_prints_every_field(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--seed" in out or "--seeds" in out or "--model" in out, out[:500]
+
+
+def test_gate_state_is_told_the_same_way_everywhere():
+    """The progress bar, the summary and the model card tell the gate's state from one source: a preset without a
+    gate never reads 'gate on' in one place and 'off' in another (issue #19)."""
+    from antisd.core import SchmittGate
+    from antisd.runlog import _bar_gate, gate_text
+
+    def gate(s, warm: float | None, active: bool):
+        g = SchmittGate(warmup_steps=s.gate_warmup_steps if s.needs_warmup else 0)
+        g.warm, g.active, g.warm_values = warm, active, [warm] * g.warmup_steps if warm is not None else []
+        return g
+
+    cases = [  # preset, warm value, active, logged gate_on, logged gate_calibrated, bar, summary's opening words
+        ("grpo", None, False, 1.0, 1.0, "no term", "no AntiSD term"),
+        ("sd", None, False, 1.0, 1.0, "no gate", "no gate: the term is always on"),
+        ("no_gate", None, False, 1.0, 1.0, "no gate", "no gate: the term is always on"),
+        ("sd_jsd", None, False, 0.0, 0.0, "warm-up", "warming up"),
+        ("sd_jsd", 1.5, True, 1.0, 1.0, "no gate", "no gate: the term is on after the warm-up"),
+        ("antisd", None, False, 0.0, 0.0, "warm-up", "warming up"),
+        ("antisd", 0.7, True, 1.0, 1.0, "open", "open (warm value 0.7"),
+        ("antisd", 0.7, False, 0.0, 1.0, "shut", "shut (warm value 0.7"),
+    ]
+    for name, warm, active, on, calibrated, bar, text in cases:
+        s = preset(name)
+        assert _bar_gate(s, {"antisd/gate_on": on, "antisd/gate_calibrated": calibrated}) == bar, name
+        assert gate_text(s, gate(s, warm, active)).startswith(text), (name, gate_text(s, gate(s, warm, active)))

@@ -7,6 +7,16 @@ every teacher prompt (text and tokens), every teacher and student log-prob (one 
 the gate statistic, the warm value, σ_ref, τ, λ_i and the [B, T] advantages; and asserts they equal what the
 trainer used and what reached TRL's loss. It calls none of the trainer's, step's, context's or core's helpers.
 `scripts/mutants.py` plants wiring errors in the trainer and shows that this test fails for each.
+
+Tolerances follow from fp32 arithmetic, measured on the machine that runs the test (any CPU, any
+ATEN_CPU_CAPABILITY): the oracle runs every forward twice, in float64 (the truth, exact to ~1e-15 here) and in
+float32 unpadded. The trainer's values come from padded, batched fp32 forwards: different kernels and summation
+orders than the oracle's fp32 forward, hence different rounding, but errors of the same size. So each trainer value
+may differ from the float64 truth by FP32_FACTOR × (the largest error the oracle's own fp32 computation of that
+quantity made in the step), plus a few ulps of the value; a scalar statistic by FP32_FACTOR × its Lipschitz constant ×
+the largest fp32 error of its inputs (a median or a mean moves by at most the largest change of its inputs). Every
+tolerance is checked to stay below 1e-3: a wiring error (a shifted token, a wrong context, a wrong statistic)
+moves these values by 1e-2 or more, so no tolerance can hide one.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from antisd.integrations.trl import AntiSDTrainer
 from antisd.runtime import load_model
 from antisd.tasks import countdown as cd
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.exact]
 
 G, PROMPTS, STEPS, WARMUP = 4, 4, 4, 3
 FEEDBACK_OK, FEEDBACK_BAD = "Your answer is correct.", "Your answer is incorrect."
@@ -63,6 +73,7 @@ def record(monkeypatch):
         result = orig_loss(self, model, inputs)  # read after: the per-token term may be composed inside the loss
         keys = ("advantages", "prompt_ids", "completion_ids", "antisd_student_logp")
         rec["loss"].append({k: inputs[k].detach().clone() for k in keys if k in inputs})
+        rec["loss"][-1]["advantages_carry_grad"] = inputs["advantages"].requires_grad or inputs["advantages"].grad_fn is not None
         return result
 
     monkeypatch.setattr(AntiSDTrainer, "_generate_and_score_completions", gen)
@@ -82,11 +93,34 @@ def teacher_user_text(prompt: str, demo: str | None, feedback: str) -> str:
     return f"{prompt}\nPrevious assessment: {feedback}\n\n\nNow solve this problem step by step.\n"
 
 
+# Measured (docs/LOG.md, 2026-11-29, ATEN_CPU_CAPABILITY default/avx2/avx512): the trainer's largest error was at most
+# 2.4× the oracle's own largest fp32 error of the same quantity in the same step; 8 leaves 3× headroom.
+FP32_FACTOR = 8.0
+U32 = 2.0**-24  # unit roundoff of float32
+ULPS = 64 * U32  # the rounding of a value itself and of A_seq's few fp32 operations in TRL (mean, std, division)
+VACUOUS = 1e-3  # a tolerance this large could hide a wiring error
+
+
+def fp32_close(got: torch.Tensor, truth: torch.Tensor, error32: float, what: str, lipschitz: float = 1.0) -> None:
+    """|got − truth| ≤ FP32_FACTOR·lipschitz·error32 + ULPS·|truth|, elementwise; the tolerance must stay far
+    below a wiring error's size."""
+    tol = FP32_FACTOR * lipschitz * error32 + ULPS * truth.double().abs()
+    assert float(tol.max()) < VACUOUS, f"{what}: the fp32 tolerance {float(tol.max()):.2e} would be vacuous"
+    excess = (got.double() - truth.double()).abs() - tol
+    worst = int(excess.argmax())
+    assert float(excess.max()) <= 0, f"{what}: |got − truth| = {float((got.double() - truth.double()).abs().flatten()[worst]):.3e} at {worst} > tolerance {float(tol.flatten()[worst]):.3e} (fp32 error here {error32:.2e})"
+
+
+def fp32_scalar(got: float, truth: float, error32: float, what: str, lipschitz: float = 1.0) -> None:
+    fp32_close(torch.tensor([got], dtype=torch.float64), torch.tensor([truth], dtype=torch.float64), error32, what, lipschitz)
+
+
 def forward_logp_entropy(model, prompt_ids: list[int], response_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p and entropy of each response token, from one unpadded forward (temperature 1)."""
+    """log p and entropy of each response token, from one unpadded forward (temperature 1), in the model's dtype
+    (float32, or float64 for the truth)."""
     ids = torch.tensor([prompt_ids + response_ids])
     with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].float()
+        logits = model(input_ids=ids).logits[0]
     P, T = len(prompt_ids), len(response_ids)
     logp_all = F.log_softmax(logits[P - 1 : P + T - 1], dim=-1)
     logp = logp_all.gather(1, torch.tensor(response_ids)[:, None]).squeeze(1)
@@ -115,11 +149,13 @@ def lower_median(values: list[float]) -> float:
 
 
 def oracle_step(rec: dict, k: int, tok, model_path: Path, release: bool) -> dict:
-    """Teacher prompts, log-probs and per-row quantities of step k from the raw rollouts."""
+    """Teacher prompts, log-probs and per-row quantities of step k from the raw rollouts; every forward in float32
+    (``t``, ``s``, ``h``) and in float64 (``t64``, ``s64``, ``h64``)."""
     gen = rec["gen"][k]
     model, _ = load_model(str(model_path))
     model.load_state_dict(gen["weights"])
     model.eval()
+    model64 = copy.deepcopy(model).double()
     rewards = rec["rewards"][k].sum(dim=1).tolist()  # one reward function, weight 1
     responses = [ids[m.bool()].tolist() for ids, m in zip(gen["completion_ids"], gen["completion_mask"])]
     texts = [tok.decode(r, skip_special_tokens=True) for r in responses]
@@ -136,8 +172,26 @@ def oracle_step(rec: dict, k: int, tok, model_path: Path, release: bool) -> dict
         assert len(teacher_prompt) < 4096 - 300 and (demo is None or len(tok(demo)["input_ids"]) < 128)  # no budget cut here
         t, h = forward_logp_entropy(model, teacher_prompt, responses[i])
         s, _ = forward_logp_entropy(model, student_prompt, responses[i])
-        rows.append({"messages": messages, "teacher_ids": teacher_prompt + responses[i], "student_prompt": student_prompt, "t": t, "s": s, "h": h, "demo": demo})
+        t64, h64 = forward_logp_entropy(model64, teacher_prompt, responses[i])
+        s64, _ = forward_logp_entropy(model64, student_prompt, responses[i])
+        rows.append({"messages": messages, "teacher_ids": teacher_prompt + responses[i], "student_prompt": student_prompt, "demo": demo,
+                     "t": t, "s": s, "h": h, "t64": t64, "s64": s64, "h64": h64})  # fmt: skip
     return {"rows": rows, "rewards": rewards, "adv_seq": grpo_advantages(rewards), "responses": responses}
+
+
+def in_float64(steps: list[dict]) -> list[dict]:
+    """The same steps with the float64 forwards as the rows' t, s, h (the truth)."""
+    return [st | {"rows": [r | {"t": r["t64"], "s": r["s64"], "h": r["h64"]} for r in st["rows"]]} for st in steps]
+
+
+def max_error(st: dict, key: str) -> float:
+    """The largest |fp32 − fp64| of one per-token quantity (t, s or h) over a step's rows."""
+    return max(float((r[key].double() - r[key + "64"]).abs().max()) for r in st["rows"])
+
+
+def ppl_error(st: dict) -> float:
+    """The largest |fp32 − fp64| of a sequence's teacher perplexity over a step's rows."""
+    return max(abs(ppl(r["t"]) - ppl(r["t64"])) for r in st["rows"])
 
 
 def ppl(t: torch.Tensor) -> float:
@@ -221,45 +275,58 @@ def test_trainer_matches_independent_oracle(tmp_path, record, preset):
     for k, st in enumerate(steps):
         gen, batch = record["gen"][k], record["batch"][k]
         ids, mask = record["teacher_tok"][k]
+        error_t = max_error(st, "t")
         for i, row in enumerate(st["rows"]):
             # teacher prompt text and tokens, student prompt tokens
             assert record["teacher_in"][k][i] == row["messages"], f"step {k} row {i}: teacher messages"
             assert ids[i][mask[i].bool()].tolist() == row["teacher_ids"], f"step {k} row {i}: teacher tokens"
             assert gen["prompt_ids"][i][gen["prompt_mask"][i].bool()].tolist() == row["student_prompt"]
-            # log-probs of the sampled tokens: padded batched forward (trainer) vs unpadded forward (oracle)
+            # log-probs of the sampled tokens: padded batched fp32 forward (trainer) vs the float64 truth
             n = len(st["responses"][i])
-            torch.testing.assert_close(batch.teacher_logp_BT[i, :n], row["t"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: teacher log-probs: {e}")
+            fp32_close(batch.teacher_logp_BT[i, :n], row["t64"], error_t, f"step {k} row {i}: teacher log-probs")
             n_demo += row["demo"] is not None
     assert n_demo > 0, "no rollout had a correct sibling: the demonstration path was not exercised"
 
+    truth = in_float64(steps)
+    warm_steps = steps[:WARMUP]
     if release:
-        expected, stats, cal = release_advantages(steps)
-        assert metrics[-1]["antisd/warm_teacher_ppl"] == pytest.approx(cal["m"], abs=1e-5)
-        assert metrics[-1]["antisd/sigma_ref"] == pytest.approx(cal["sigma_ref"], abs=1e-6)  # the mean of the warm-up stds
-        assert metrics[-1]["antisd/lambda_mean"] == pytest.approx(sum(cal["lambdas"]) / len(cal["lambdas"]), abs=1e-6)
-        assert summary["gate"]["warm"] == pytest.approx(cal["m"], abs=1e-5)
+        expected32, _, cal32 = release_advantages(steps)
+        expected, stats, cal = release_advantages(truth)
+        error_m = max(ppl_error(st) for st in warm_steps)  # m: the upper median of means of sequence PPLs (1-Lipschitz)
+        fp32_scalar(metrics[-1]["antisd/warm_teacher_ppl"], cal["m"], error_m, "warm teacher PPL m")
+        fp32_scalar(summary["gate"]["warm"], cal["m"], error_m, "the gate's warm value")
+        # σ_ref: the mean of per-step population stds of s − t, each 1-Lipschitz in the largest change of s − t
+        fp32_scalar(metrics[-1]["antisd/sigma_ref"], cal["sigma_ref"], max(max_error(st, "t") + max_error(st, "s") for st in warm_steps), "σ_ref")
+        # λ_i = clamp(0.2·ln(PPL_i/τ)), PPL ≥ 1 and τ ≥ 1.01: |dλ| ≤ 0.2·(|dPPL| + |dm|)
+        fp32_scalar(metrics[-1]["antisd/lambda_mean"], sum(cal["lambdas"]) / len(cal["lambdas"]), 0.2 * (ppl_error(steps[-1]) + error_m), "λ mean")
         assert any(lam > 0 for lam in cal["lambdas"]), "λ_i was 0 everywhere: τ and λ were not exercised"
+        stat_errors = [ppl_error(st) for st in steps]  # the statistic: a mean of sequence PPLs ≤ 3
     else:
-        expected, stats, warm = paper_advantages(steps)
-        assert summary["gate"]["warm"] == pytest.approx(warm, abs=1e-6)  # the median of the warm-up statistics
+        expected32, _, _ = paper_advantages(steps)
+        expected, stats, warm = paper_advantages(truth)
+        stat_errors = [max_error(st, "h") for st in steps]  # the statistic: a median of token entropies
+        fp32_scalar(summary["gate"]["warm"], warm, max(stat_errors[:WARMUP]), "the gate's warm value (median of the warm-up statistics)")
     for k in range(STEPS):
-        assert metrics[k]["antisd/gate_statistic"] == pytest.approx(stats[k], abs=1e-5), f"step {k}: gate statistic"
+        fp32_scalar(metrics[k]["antisd/gate_statistic"], stats[k], stat_errors[k], f"step {k}: gate statistic")
 
     nontrivial = 0
     for k, st in enumerate(steps):
         loss_in = record["loss"][k]
+        assert not loss_in["advantages_carry_grad"], f"step {k}: the advantages reaching TRL's loss carry a gradient (a teacher or student forward ran with grad)"
         keys = [(tuple(p.tolist()), tuple(c.tolist())) for p, c in zip(loss_in["prompt_ids"], loss_in["completion_ids"])]
         got = dict(zip(keys, loss_in["advantages"]))
         # student log-probs: the trainer's own (a generation-time forward) or the training forward's (at the loss)
         batch = record["batch"][k]
         students = dict(zip(keys, loss_in["antisd_student_logp"])) if "antisd_student_logp" in loss_in else None
         gen = record["gen"][k]
+        error_s = max_error(st, "s")
+        error_adv = max(float((a32.double() - a64.double()).abs().max()) for a32, a64 in zip(expected32[k], expected[k]))
         for i, adv in enumerate(expected[k]):
             key = (tuple(gen["prompt_ids"][i].tolist()), tuple(gen["completion_ids"][i].tolist()))
             n = len(st["responses"][i])
             student = students[key] if students is not None else batch.student_logp_BT[i]
-            torch.testing.assert_close(student[:n].float(), st["rows"][i]["s"], atol=1e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: student log-probs: {e}")
-            torch.testing.assert_close(got[key][:n], adv.float(), atol=5e-5, rtol=1e-5, msg=lambda e: f"step {k} row {i}: advantages at TRL's loss: {e}")
+            fp32_close(student[:n], st["rows"][i]["s64"], error_s, f"step {k} row {i}: student log-probs")
+            fp32_close(got[key][:n], adv, error_adv, f"step {k} row {i}: advantages at TRL's loss")
             nontrivial += int((adv - st["adv_seq"][i]).abs().max() > 1e-3)
     assert nontrivial > 0, "the per-token term never changed an advantage: the oracle would not see a wrong term"
 

@@ -28,6 +28,7 @@ class BigramModel(torch.nn.Module):
         return SimpleNamespace(logits=self.table[input_ids][:, -logits_to_keep:])
 
 
+@pytest.mark.exact
 def test_u_matches_hand_computed_probabilities():
     # vocabulary {0, 1, 2}; token 0 is the student's last prompt token, token 2 the teacher's (its "context")
     model = BigramModel([[0.0, 0.0, 0.0], [math.log(3), 0.0, 0.0], [0.0, math.log(4), 0.0]])
@@ -44,6 +45,7 @@ def test_u_matches_hand_computed_probabilities():
     assert mask.tolist() == [[True, True]]
 
 
+@pytest.mark.exact
 def test_score_pads_ragged_rows_without_leaking():
     model = BigramModel([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0], [1.0, 2.0, 0.0]])
     a, _, _ = score(model, [[0], [1, 2, 0]], [[1, 2, 2], [1]], pad_id=0, batch_size=2)
@@ -175,12 +177,13 @@ def test_problems_cover_a_whole_file_task(tmp_path):
 
 
 @pytest.mark.slow
-def test_pmi_cli_outputs_and_renders_in_chromium(tmp_path):
+def test_pmi_cli_outputs_and_renders_in_chromium(tmp_path, capsys):
     from tiny import make_tiny_model
 
     model = make_tiny_model(tmp_path / "tiny")
     out = tmp_path / "pmi"
     assert cli.main(["pmi", "--model", str(model), "--problems", "4", "--G", "2", "--max_new_tokens", "12", "--output_dir", str(out)]) == 0
+    assert f"open {out / 'pmi.html'}" in capsys.readouterr().out  # what to open next
     stats = json.loads((out / "pmi.json").read_text())
     assert stats["n_tokens"] == sum(1 for _ in (out / "tokens.jsonl").open()) > 0
     assert (out / "density.png").stat().st_size > 1000

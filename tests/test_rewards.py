@@ -202,6 +202,8 @@ def test_unparseable_gold_is_excluded_and_reported_by_antisd_eval(tmp_path, monk
     f.write_text("".join(_json.dumps(r) + "\n" for r in [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "Broken gold", "answer": "\\frac{"}] * 5))
     monkeypatch.setattr(eval_command, "generate", lambda cfg, model, tok, prompts, k: [["no boxed answer"] * k for _ in prompts])
     cfg = eval_command.EvalConfig(benchmarks=["math500"], data=[f"math500={f}"], k=1, problems=0)
-    result = eval_command.evaluate_benchmark(cfg, None, Tok(), "math500", str(f))
+    from antisd.benchmarks import load_benchmark
+
+    result = eval_command.evaluate_benchmark(cfg, None, Tok(), "math500", load_benchmark("math500", str(f)))
     assert result["excluded"] and all(x["reason"] == "gold_unparseable" for x in result["excluded"])
     assert len(result["excluded"]) == 5

@@ -11,6 +11,9 @@ from antisd.settings import AntiSDSettings, preset
 from antisd.step import AntiSDStep, StepInputs
 
 
+pytestmark = pytest.mark.exact  # numerical comparisons: rerun under other CPU kernels (Makefile)
+
+
 def _inputs(teacher_logp_BT, student_logp_BT, **kw) -> StepInputs:
     B, T = teacher_logp_BT.shape
     return StepInputs(torch.zeros(B), teacher_logp_BT, student_logp_BT, torch.ones(B, T), torch.full((B, T), 0.5), **kw)

@@ -88,9 +88,12 @@ def test_grpo_preset_is_plain_trl_unless_diagnostics_are_asked(tiny_model, tmp_p
         assert torch.equal(got[key], want[key])  # λ = 0: bit-identical to GRPO's sequence advantages
 
 
-def test_run_directory_contents(tiny_model, tmp_path):
+def test_run_directory_contents(tiny_model, tmp_path, capsys):
     out = tmp_path / "dir"
     _run(tiny_model, out, "antisd", "--steps", "1")
+    said = capsys.readouterr().out
+    assert f"outputs in {out}/" in said and f"antisd eval --model {out}/final" in said  # where the outputs are, what next
+    assert "warning: --antisd_gate_warmup_steps 5 ≥ --steps 1" in said  # a run that cannot act as AntiSD says so
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "plots.png", "checkpoint-1/antisd_state.json", "final/config.json"):
         assert (out / name).exists(), name
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -186,6 +189,7 @@ def test_reference_solution_fallback_is_a_named_option(tiny_model, tmp_path, cap
                             "--antisd_warmup_statistic", "step_mean", "--antisd_gate_min_threshold", "none", "--antisd_gate_rearm_from_floor", "false"]),
     ],
 )
+@pytest.mark.exact
 def test_advantages_unchanged_without_the_extra_student_forward(tiny_model, tmp_path, capture, preset, extra):
     """Issue #13: the per-token term composed at loss time from the training forward's detached log-probs gives the
     advantages the separate no-grad student forward gave, to float tolerance."""
@@ -222,6 +226,7 @@ def _merged(record_dir: Path) -> dict:
     return merged
 
 
+@pytest.mark.exact
 def test_two_processes_match_one_process(tmp_path):
     """Issue #9: 2 CPU processes (torchrun, gloo) vs 1 process, same global batch, seed and rollouts: the same gate
     decisions and teacher prompts, advantages equal to float tolerance, and one metrics file without duplicates.
@@ -281,8 +286,24 @@ def test_report_to_tensorboard_and_model_card(tiny_model, tmp_path):
     assert b"antisd/u_mean" in blob and b"antisd/lambda_mean" in blob
     card = (out / "final" / "README.md").read_text()
     assert "AntiSD" in card and "2605.11609" in card and "antisd" in card and "Anti-Self-Distillation" in card
+    assert f"Trained from `{tiny_model}`" in card and "| eval/avg@1 |" in card and "None" not in card  # our card, not TRL's
+    assert (out / "README.md").read_text() == card
 
 
+def test_a_run_is_quiet_unless_verbose(tiny_model, tmp_path):
+    """The console script prints no third-party warning or progress bar on stderr (issue #19); --verbose does."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "antisd.cli", "train", "--model", str(tiny_model), "--preset", "grpo", "--steps", "1", "--prompts_per_step", "2",
+            "--num_generations", "2", "--max_completion_length", "8", "--eval_k", "1", "--eval_problems", "2", "--threads", "1"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in cli.QUIET_ENV} | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    quiet = subprocess.run([*argv, "--output_dir", str(tmp_path / "q")], env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr[-2000:]
+    loud = subprocess.run([*argv, "--output_dir", str(tmp_path / "v"), "--verbose"], env=env, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr, loud.stderr[-2000:]
+
+
+@pytest.mark.exact
 def test_teacher_scoring_in_smaller_row_batches_changes_nothing(tiny_model, tmp_path, capture):
     """score_batch_size only splits the no-grad teacher forward into fewer rows at a time (less memory)."""
     runs = []

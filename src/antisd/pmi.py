@@ -13,6 +13,7 @@ import html
 import math
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -213,7 +214,7 @@ def _cell(v) -> str:
 
 
 def render_html(title: str, records: list[TokenRecord], stats: dict, density_png_path, rollout_headers: dict[int, str], max_rollouts: int = 12) -> str:
-    png = base64.b64encode(open(density_png_path, "rb").read()).decode()
+    png = base64.b64encode(Path(density_png_path).read_bytes()).decode()
     by_rollout: dict[int, list[TokenRecord]] = {}
     for r in records:
         by_rollout.setdefault(r.rollout, []).append(r)

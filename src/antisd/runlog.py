@@ -51,12 +51,39 @@ class JsonlMetrics(TrainerCallback):
             self.write(state.global_step, namespaced(logs))
 
 
+def gate_text(settings, gate) -> str:
+    """The AntiSD gate's state in words, the same in the progress bar, the summary and the model card."""
+    if settings.lambda_max == 0:
+        return "no AntiSD term (λ_max = 0)"
+    if not settings.needs_warmup:
+        return "no gate: the term is always on"
+    if not gate.calibrated:
+        return f"warming up ({len(gate.warm_values)}/{gate.warmup_steps} steps, λ = 0)"
+    if not settings.gate:
+        return "no gate: the term is on after the warm-up"
+    return f"{'open' if gate.active else 'shut'} (warm value {gate.warm:.4g}, closes below {gate.tau_down:.4g}, reopens at {gate.tau_up:.4g})"
+
+
+def _bar_gate(settings, logs: dict) -> str:
+    """The gate's state at this step from the step's logged metrics (short, for the bar)."""
+    if settings.lambda_max == 0:
+        return "no term"
+    if not settings.needs_warmup:
+        return "no gate"
+    if _number(logs.get("antisd/gate_calibrated", 1)) != 1:
+        return "warm-up"
+    if not settings.gate:
+        return "no gate"
+    return "open" if _number(logs.get("antisd/gate_on", 0)) == 1 else "shut"
+
+
 class ProgressBar(TrainerCallback):
     """A rich progress bar with the live reward and gate state."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, settings):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.settings = settings
         self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
         self.task = self.progress.add_task("", total=total)
 
@@ -68,8 +95,7 @@ class ProgressBar(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "reward" in logs:
             value = lambda key, default=float("nan"): _number(logs.get(key, default))  # noqa: E731 — None (no rewards, NaN λ) shows as nan
-            gate = "on" if value("antisd/gate_on", 0) == 1 else "off"
-            desc = f"reward {value('reward'):.3f}  u<0 {value('antisd/frac_u_neg'):.2f}  λ {value('antisd/lambda_mean', 0):.3f}  gate {gate}"
+            desc = f"reward {value('reward'):.3f}  u<0 {value('antisd/frac_u_neg'):.2f}  λ {value('antisd/lambda_mean', 0):.3f}  gate {_bar_gate(self.settings, logs)}"
             self.progress.update(self.task, completed=state.global_step, description=desc)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -130,3 +156,50 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path | None:
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return Path(out_png)
+
+
+PAPER = "Shen et al., *Anti-Self-Distillation for Reasoning RL via Pointwise Mutual Information*, arXiv 2605.11609 (2026)"
+CITATION = """@article{shen2026antisd,
+  title   = {Anti-Self-Distillation for Reasoning RL via Pointwise Mutual Information},
+  author  = {Guobin Shen and Xiang Cheng and Chenxiao Zhao and Lei Huang and Jindong Li and Dongcheng Zhao and Xing Yu},
+  journal = {arXiv preprint arXiv:2605.11609},
+  year    = {2026}
+}"""
+
+
+def model_card(cfg, summary: dict, run: dict) -> str:
+    """The trained model's README.md: what it was trained from, how, with what result, and how to reproduce it."""
+    k = cfg.eval_k
+    rows = []
+    for key in (f"eval/avg@{k}", f"eval/pass@{k}", "eval/pass@1", "eval/mean_length"):
+        before, after = (summary.get("before") or {}).get(key), (summary.get("after") or {}).get(key)
+        if before is not None or after is not None:
+            fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+            rows.append(f"| {key} | {fmt(before)} | {fmt(after)} |")
+    segments = run.get("segments") or []
+    changed = "".join(f"\n- from step {seg['from_step']}: " + ", ".join(f"{name} {a!r} → {b!r}" for name, (a, b) in seg["changes"].items()) for seg in segments)
+    return "\n".join([
+        "---",
+        "library_name: transformers",
+        f"tags: [antisd, grpo, {cfg.preset}]",
+        "---",
+        "",
+        f"# {cfg.model} trained with antisd ({cfg.preset})",
+        "",
+        f"Trained from `{cfg.model}` on the task `{cfg.task}` for {summary['steps']} steps of GRPO with the `{cfg.preset}` preset of "
+        f"antisd, an implementation of Anti-Self-Distillation (AntiSD): {PAPER}, https://arxiv.org/abs/2605.11609.",
+        f"{cfg.prompts_per_step} prompts × {cfg.num_generations} rollouts a step, learning rate {cfg.learning_rate}, "
+        f"at most {cfg.max_completion_length} response tokens, seed {cfg.seed}; run {run['run_id']}.",
+        f"AntiSD gate at the end: {summary['gate_state']}.",
+        "",
+        f"Held-out ({cfg.eval_problems} problems, {k} samples each, T = {cfg.eval_temperature}):" if rows else "No held-out evaluation (eval_k 0).",
+        "",
+        *(["| metric | before | after |", "|---|---|---|", *rows, ""] if rows else []),
+        "Every setting, the AntiSD ones expanded, is in the run directory's `config.yaml`; reproduce with "
+        "`antisd train --config config.yaml --output_dir <new directory>`." + (f" Settings changed on resume:{changed}" if segments else ""),
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ])

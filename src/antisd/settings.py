@@ -142,6 +142,14 @@ class AntiSDSettings:
         for name in ("max_solution_tokens", "max_reprompt_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.len_mask is not None and self.len_mask < 1:
+            raise ValueError(f"{PREFIX}len_mask must be ≥ 1 (or None: no length mask), got {self.len_mask}")
+        if self.ppl_spike <= 1:
+            raise ValueError(f"{PREFIX}ppl_spike must be > 1 (a perplexity is never below 1), got {self.ppl_spike}")
+        if self.gate_min_threshold is not None and self.gate_min_threshold < 0:
+            raise ValueError(f"{PREFIX}gate_min_threshold must be ≥ 0, got {self.gate_min_threshold}")
+        if self.lambda_min > self.lambda_max:
+            raise ValueError(f"{PREFIX}lambda_min ({self.lambda_min}) is above {PREFIX}lambda_max ({self.lambda_max})")
 
     def _check_combinations(self) -> None:
         if self.gate and self.gate_warmup_steps == 0:

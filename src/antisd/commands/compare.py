@@ -88,6 +88,28 @@ class CompareConfig:
     """Only plan: from the baseline's finished runs in output_dir (the pilot), print the seeds the comparison of
     ``variants`` needs for ``target_halfwidth`` (Bonferroni over the non-baseline variants), and exit."""
 
+    def __post_init__(self):
+        configio.check_at_least(self, {"seeds": 1, "first_seed": 0, "steps": 1, "eval_every": 1, "eval_k": 1, "eval_problems": 1,
+                                       "eval_batch_size": 1, "prompts_per_step": 1, "num_generations": 2, "runaway_after": 0})  # fmt: skip
+        configio.check_positive(self, ("learning_rate", "target_halfwidth"))
+        if self.first_seed + self.seeds > configio.SEED_LIMIT:
+            raise ValueError(f"--first_seed {self.first_seed} + --seeds {self.seeds} passes the largest seed 2^32 − 1")
+        if self.eval_every > self.steps:
+            raise ValueError(f"--eval_every {self.eval_every} > --steps {self.steps}: the runs would be evaluated at step 0 only")
+        configio.check_nonempty(self, ("model", "task", "output_dir"))
+        if not self.variants:
+            raise ValueError("--variants is empty; give presets to compare, e.g. grpo,antisd")
+        repeated = sorted({v for v in self.variants if self.variants.count(v) > 1})
+        if repeated:
+            raise ValueError(f"--variants names {repeated} twice; each variant is one set of runs")
+        if self.baseline not in self.variants:
+            raise ValueError(f"--baseline {self.baseline!r} is not among --variants {self.variants}; add it, or choose one of them")
+        for variant in self.variants:
+            name, settings = parse_variant(variant)
+            if settings.needs_warmup and settings.lambda_max > 0 and settings.gate_warmup_steps >= self.steps:
+                raise ValueError(f"variant {variant!r}: its warm-up of {settings.gate_warmup_steps} steps (λ = 0) is not shorter than --steps {self.steps}: "
+                                 "it would be GRPO under another name; give more --steps or a shorter warm-up (@antisd_gate_warmup_steps=N)")  # fmt: skip
+
 
 def seed_range(cfg: CompareConfig) -> range:
     return range(cfg.first_seed, cfg.first_seed + cfg.seeds)
@@ -145,6 +167,11 @@ def plan_seeds(cfg: CompareConfig) -> dict:
 
 def main(cfg: CompareConfig) -> Path:
     out = Path(cfg.output_dir)
+    configio.check_output_dir(out, "--output_dir")
+    if cfg.plan_seeds and not _curves(cfg).get(cfg.baseline):
+        raise ValueError(f"--plan_seeds true needs finished {cfg.baseline} runs in {out} (the pilot); none found")
+    if cfg.report_only and not _curves(cfg):
+        raise ValueError(f"--report_only true but {out} holds no evaluated runs of {cfg.variants}")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.plan_seeds:
         plan = plan_seeds(cfg)
@@ -244,11 +271,12 @@ def runaway(rows: list[dict], after: int = 10, window: int = 5) -> bool:
     return False
 
 
-def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int = 10) -> dict:
-    """One run's mechanism figures: runaway, gate-open fraction after warm-up, response length over the last 10
-    steps, truncation rate, and the held-out trace statistics (tries, deliberation lines) at the last evaluation."""
+def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int = 10, gated: bool = True) -> dict:
+    """One run's mechanism figures: runaway, gate-open fraction after warm-up (None for a variant without a gate),
+    response length over the last 10 steps, truncation rate, and the held-out trace statistics (tries, deliberation
+    lines) at the last evaluation."""
     late = [r[LENGTH] for r in rows if r.get(LENGTH) is not None and r["step"] > steps - 10]
-    gate = [r["antisd/gate_on"] for r in rows if r.get("antisd/gate_calibrated") == 1 and r.get("antisd/gate_on") is not None]
+    gate = [r["antisd/gate_on"] for r in rows if gated and r.get("antisd/gate_calibrated") == 1 and r.get("antisd/gate_on") is not None]
     trunc = [r[TRUNCATION] for r in rows if r.get(TRUNCATION) is not None]
     evals = [r for r in rows if r.get(f"eval/avg@{eval_k}") is not None]
     last = max(evals, key=lambda r: r["step"]) if evals else {}
@@ -265,7 +293,7 @@ def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int
 def mechanisms(cfg: CompareConfig) -> dict[str, dict]:
     """variant -> {runaway seeds, mean of each figure, and its paired difference to the baseline (95% t-interval)}."""
     per_run = {
-        v: {s: run_mechanisms(rows, cfg.steps, cfg.eval_k, cfg.runaway_after) for s in seed_range(cfg) if (rows := read_jsonl(Path(cfg.output_dir) / f"{v}-s{s}" / "metrics.jsonl"))}
+        v: {s: run_mechanisms(rows, cfg.steps, cfg.eval_k, cfg.runaway_after, _gated(v)) for s in seed_range(cfg) if (rows := read_jsonl(Path(cfg.output_dir) / f"{v}-s{s}" / "metrics.jsonl"))}
         for v in cfg.variants
     }
     base = per_run.get(cfg.baseline, {})
@@ -282,6 +310,12 @@ def mechanisms(cfg: CompareConfig) -> dict[str, dict]:
                 row[f"{key}_delta"] = stats.paired_interval(deltas)
         out[variant] = row
     return out
+
+
+def _gated(variant: str) -> bool:
+    """Whether a variant's AntiSD term has a gate (grpo, sd, no_gate have none: their 'gate open' is meaningless)."""
+    settings = parse_variant(variant)[1]
+    return settings.gate and settings.lambda_max > 0
 
 
 def _fmt(x, pct: bool = True) -> str:
@@ -343,6 +377,7 @@ def write_report(cfg: CompareConfig) -> Path:
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"} | {"mechanisms": mech}, indent=2))
     print("\n".join(lines))
+    print(f"report: {out / 'report.md'} (with {png.name}); numbers in {out / 'report.json'}; one run directory per variant and seed in {out}/")
     return out / "report.md"
 
 

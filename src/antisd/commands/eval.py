@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import json
+import math
+import types
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,32 @@ class EvalConfig:
     threads: int = 2
     """torch CPU threads."""
 
+    def __post_init__(self):
+        from antisd.benchmarks import BENCHMARKS
+
+        configio.check_at_least(self, {"k": 0, "max_new_tokens": 1, "problems": 0, "batch_size": 1, "threads": 1})
+        configio.check_positive(self, ("temperature",))
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
+        configio.check_seed(self)
+        configio.check_choice(self, {"backend": ("transformers", "vllm")})
+        if not self.benchmarks:
+            raise ValueError(f"--benchmarks is empty; choose from {sorted(BENCHMARKS)}")
+        for name in self.benchmarks:
+            configio.check_choice(types.SimpleNamespace(benchmarks=name), {"benchmarks": tuple(sorted(BENCHMARKS))})
+        for item in self.data:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise ValueError(f"--data {item!r}: expected NAME=PATH (a benchmark name and a local .jsonl file), e.g. math500=data/math500.jsonl")
+            if name not in self.benchmarks:
+                raise ValueError(f"--data {item!r}: {name!r} is not among --benchmarks {self.benchmarks}, so the file would not be used; add it to --benchmarks")
+            if not Path(path).is_file():
+                raise ValueError(f"--data {item!r}: {path}: no such file")
+        configio.check_nonempty(self, ("model", "output_dir"))
+        repeated = sorted({b for b in self.benchmarks if self.benchmarks.count(b) > 1})
+        if repeated:
+            raise ValueError(f"--benchmarks names {repeated} twice")
+
 
 def majority(answers: list[str | None], correct: list[bool]) -> bool:
     """maj@k: is the most frequent extracted answer correct? Ties go to the answer seen first; no answer → False."""
@@ -81,11 +109,10 @@ def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[li
     return texts
 
 
-def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None) -> dict:
-    from antisd.benchmarks import BENCHMARKS, load_benchmark
+def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
+    from antisd.benchmarks import BENCHMARKS
     from antisd.core.passk import pass_at_k
 
-    task = load_benchmark(name, local, n=cfg.problems or None, seed=cfg.seed)
     k = cfg.k or BENCHMARKS[name].default_k
     prompts = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False, enable_thinking=cfg.enable_thinking) for it in task.heldout]
     completions = generate(cfg, model, tok, prompts, k)
@@ -112,19 +139,20 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, local: str | None
 
 
 def main(cfg: EvalConfig) -> dict:
+    from antisd.benchmarks import load_benchmark
     from antisd.runtime import load_model
 
     import torch
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for item in cfg.data:
-        if "=" not in item or not item.split("=", 1)[1]:
-            raise ValueError(f"--data {item!r}: expected NAME=PATH (a benchmark name and a local .jsonl/.parquet file), e.g. math500=data/math500.jsonl")
+    configio.check_output_dir(out, "--output_dir")
+    # Everything is loaded and checked before anything is written
     local = dict(item.split("=", 1) for item in cfg.data)
+    tasks = {name: load_benchmark(name, local.get(name), n=cfg.problems or None, seed=cfg.seed) for name in cfg.benchmarks}
     model, tok = load_model(cfg.model) if cfg.backend == "transformers" else (None, _tokenizer(cfg.model))
-    results = {name: evaluate_benchmark(cfg, model, tok, name, local.get(name)) for name in cfg.benchmarks}
+    results = {name: evaluate_benchmark(cfg, model, tok, name, task) for name, task in tasks.items()}
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"model": cfg.model, "results": results}, indent=2))
     lines = [f"# antisd eval: {cfg.model}", "", "| benchmark | n | excluded | k | avg@k (%) | pass@1 (%) | pass@k (%) | maj@k (%) |", "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -135,6 +163,7 @@ def main(cfg: EvalConfig) -> dict:
     (out / "results.md").write_text("\n".join(lines))
     _plot(results, out / "passk.png")
     print("\n".join(lines[:-3]))
+    print(f"results: {out / 'results.md'} (table), {out / 'results.json'} (every completion, per problem), {out / 'passk.png'}")
     return results
 
 

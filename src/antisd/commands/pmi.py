@@ -56,6 +56,21 @@ class PMIConfig:
     threads: int = 2
     """torch CPU threads."""
 
+    def __post_init__(self):
+        configio.check_at_least(self, {"problems": 1, "G": 2, "max_new_tokens": 1, "skip_first": 0, "batch_size": 1, "threads": 1})
+        configio.check_positive(self, ("temperature",))
+        configio.check_seed(self)
+        configio.check_choice(self, {"context": CONTEXTS})
+        if self.rollouts and not Path(self.rollouts).is_file():
+            raise ValueError(f"--rollouts {self.rollouts}: no such file")
+        for name in ("deliberation", "structural"):
+            if getattr(self, name) is not None and not getattr(self, name):
+                raise ValueError(f"--{name} is empty; leave it out for the built-in list")
+        configio.check_nonempty(self, ("model", "task", "output_dir"))
+
+
+CONTEXTS = ("group", "reference", "group_then_reference")
+
 
 def _prompt_text(tok, messages: list[dict]) -> str:
     return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -74,7 +89,7 @@ def main(cfg: PMIConfig) -> dict:
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    configio.check_output_dir(out, "--output_dir")
     model, tok = load_model(cfg.model)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.problems)
     items = _problems(task, cfg.problems)
@@ -115,6 +130,7 @@ def main(cfg: PMIConfig) -> dict:
     stats = pmi.statistics_of(records, categories, skip_first=cfg.skip_first)
     stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "accuracy": sum(rewards) / len(rewards),
               "demo_fraction": sum(d is not None for d in demo_of) / len(demo_of), "context": cfg.context}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
     pmi.density_png(records, out / "density.png")
     headers = {k: f"problem {p} · reward {rewards[k]:.0f} · context: {_context_label(demo_of[k], items[p].row.get('reference'))}" for k, (p, _) in enumerate(rollouts)}
     (out / "pmi.html").write_text(pmi.render_html(f"PMI diagnostic: {cfg.model} on {task.name}", records, stats, out / "density.png", headers))
@@ -123,6 +139,7 @@ def main(cfg: PMIConfig) -> dict:
         for r in pmi.records_as_json(records):
             f.write(json.dumps(r) + "\n")
     _print(stats)
+    print(f"open {out / 'pmi.html'} (tokens coloured by u, density, category tables); statistics in {out / 'pmi.json'}, every token in {out / 'tokens.jsonl'}")
     return stats
 
 

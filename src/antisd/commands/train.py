@@ -8,11 +8,17 @@ Countdown task, evaluates held-out accuracy before and after, and writes a run d
     runs/train/checkpoint-N/   model, optimizer, gate and σ_ref state (resume with --resume true)
     runs/train/plots.png       the main curves
     runs/train/summary.json    before/after held-out accuracy
+    runs/train/final/          the trained model, with a model card (README.md)
+
+A resumed run (``--resume true``) continues from its own recorded settings (config.yaml): give only what changes
+on purpose. ``--steps`` may grow; any other change to what is trained is refused with the differences listed,
+unless ``--accept_changes true`` (then each segment's changes are recorded in run.json).
 
 Examples:
     antisd train
     antisd train --preset antisd_release --steps 50 --output_dir runs/release
-    antisd train --config my.yaml --antisd_gate_down_ratio 0.9
+    antisd train --config configs/examples/train.yaml --antisd_gate_down_ratio 0.9
+    antisd train --output_dir runs/release --steps 80 --resume true
 """
 
 from __future__ import annotations
@@ -20,9 +26,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,13 +63,18 @@ class TrainConfig:
     temperature: float = 1.0
     """Sampling temperature of training rollouts (teacher and student log-probs use the same)."""
     loss_type: str = "dapo"
-    """TRL loss aggregation: dapo (token-mean over the batch, as the released code's token-mean), grpo, dr_grpo, bnpo."""
+    """TRL loss aggregation: dapo (token-mean over the batch, as the released code's token-mean), grpo, dr_grpo, bnpo
+    (or TRL's cispo, sapo, luspo, vespo)."""
     seed: int = 0
     """Seed for data order, sampling and initialisation of anything random."""
     save_steps: int = 10
     """Checkpoint every this many steps (0: only at the end)."""
     resume: bool = False
-    """Resume from the newest complete checkpoint of the run in output_dir (gate and σ_ref state included)."""
+    """Resume from the newest complete checkpoint of the run in output_dir (gate and σ_ref state included), with
+    the run's recorded settings (config.yaml); flags given with it change only what they name."""
+    accept_changes: bool = False
+    """With --resume true: continue even though settings that change what is trained differ from the recorded
+    ones (learning rate, task, seed, ...); each change is recorded in run.json's segments."""
     overwrite: bool = False
     """Start a new run in an output_dir that holds another run's files, deleting them (checkpoints, metrics, final)."""
     eval_k: int = 4
@@ -111,22 +120,36 @@ class TrainConfig:
     """AntiSD settings; None: the preset's as they are. Set through antisd_<field> flags/keys, which override the preset."""
 
     def __post_init__(self):
-        at_least = {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0,
-                    "eval_k": 0, "eval_every": 0, "eval_problems": 1, "eval_batch_size": 1, "threads": 1, "grad_accum": 1}  # fmt: skip
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"--{name} must be ≥ {low}, got {getattr(self, name)}")
-        for name in ("learning_rate", "temperature", "eval_temperature", "gpu_memory_gib"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"--{name} must be a finite number > 0, got {value}")
+        configio.check_at_least(self, {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0,
+                                       "eval_k": 0, "eval_every": 0, "eval_problems": 1, "eval_batch_size": 1, "threads": 1, "grad_accum": 1})  # fmt: skip
+        configio.check_positive(self, ("learning_rate", "temperature", "eval_temperature", "gpu_memory_gib"))
+        configio.check_seed(self)
+        configio.check_choice(self, {"loss_type": LOSS_TYPES, "vllm_mode": ("colocate", "server")})
+        configio.check_nonempty(self, ("model", "task", "output_dir", "prompt_field", "answer_field"))
+        if self.eval_every and not self.eval_k:
+            raise ValueError(f"--eval_every {self.eval_every} evaluates with --eval_k samples per problem, but --eval_k is 0; give --eval_k ≥ 1 or drop --eval_every")
+        for name in self.report_to.split(","):
+            if name not in REPORT_TO:
+                raise ValueError(f"--report_to {self.report_to!r}: {name!r} is not one of {list(REPORT_TO)}")
+        if self.launch_config and not Path(self.launch_config).is_file():
+            raise ValueError(f"--launch_config {self.launch_config}: no such file")
+        if self.initial_eval_from and not Path(self.initial_eval_from).is_dir():
+            raise ValueError(f"--initial_eval_from {self.initial_eval_from}: no such run directory")
         if self.resume and self.overwrite:
             raise ValueError("--resume true and --overwrite true contradict each other: choose one")
+        if self.accept_changes and not self.resume:
+            raise ValueError("--accept_changes true applies to --resume true only")
         preset(self.preset)  # an unknown name fails here, with the known names
 
     def settings(self) -> AntiSDSettings:
         """The AntiSD settings of this run: the explicit object, else the named preset."""
         return self.antisd if self.antisd is not None else preset(self.preset)
+
+
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo", "luspo", "vespo")  # TRL 1.16's
+# transformers' logging integrations and the module each needs (checked before the run directory is claimed)
+REPORT_TO = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow", "comet_ml": "comet_ml",
+             "clearml": "clearml", "swanlab": "swanlab", "dvclive": "dvclive", "neptune": "neptune", "codecarbon": "codecarbon"}  # fmt: skip
 
 
 def antisd_fields() -> dict:
@@ -153,6 +176,17 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
     return AntiSDConfig(**trl_kwargs(cfg, run_dir), antisd=cfg.settings())
 
 
+# GRPOConfig fields antisd train sets from its own options (trl_args may not override them behind their back)
+OWN_FLAGS = {
+    "output_dir": "--output_dir", "max_steps": "--steps", "per_device_train_batch_size": "--prompts_per_step × --num_generations",
+    "gradient_accumulation_steps": "--grad_accum", "bf16": "--bf16", "gradient_checkpointing": "--gradient_checkpointing",
+    "use_vllm": "--use_vllm", "vllm_mode": "--vllm_mode", "num_generations": "--num_generations",
+    "max_completion_length": "--max_completion_length", "learning_rate": "--learning_rate", "temperature": "--temperature",
+    "loss_type": "--loss_type", "seed": "--seed", "report_to": "--report_to", "save_steps": "--save_steps",
+    "chat_template_kwargs": "--enable_thinking",
+}  # fmt: skip
+
+
 def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
     """The GRPOConfig fields of this run (the same for plain TRL GRPO, which benchmarks compare against)."""
     base = dict(
@@ -177,7 +211,7 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
         report_to=[x for x in cfg.report_to.split(",") if x] if cfg.report_to != "none" else "none",
         logging_steps=1,
         save_strategy="steps",
-        save_steps=cfg.save_steps if cfg.save_steps > 0 else cfg.steps,
+        save_steps=min(cfg.save_steps, cfg.steps) if cfg.save_steps > 0 else cfg.steps,  # a checkpoint to resume from, always
         disable_tqdm=True,
         disable_dropout=True,
         dataloader_num_workers=0,
@@ -185,6 +219,9 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
     clash = sorted(k for k in cfg.trl_args if k.startswith(PREFIX) or k == "antisd")
     if clash:
         raise ValueError(f"trl_args may not set AntiSD fields {clash}: give them at the top level")
+    for key in cfg.trl_args:
+        if key in OWN_FLAGS:
+            raise ValueError(f"--trl_args {key}: antisd train sets it from {OWN_FLAGS[key]}; give that instead (trl_args would override it silently)")
     from trl import GRPOConfig
 
     from antisd.integrations.trl import AntiSDConfig
@@ -192,9 +229,24 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
     known = set(GRPOConfig.__dataclass_fields__) | set(AntiSDConfig.__dataclass_fields__)
     for key in cfg.trl_args:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
             raise ValueError(f"--trl_args: {key!r} is not a GRPOConfig field" + (f"; did you mean {close[0]!r}?" if close else ""))
-    return base | cfg.trl_args
+    return base | typed_trl_args(cfg.trl_args)
+
+
+def typed_trl_args(trl_args: dict) -> dict:
+    """``trl_args`` values converted to their GRPOConfig field types where the type is a plain scalar (or an
+    optional one), so that ``{learning_rate: abc}`` is refused here, naming the field, not deep inside training."""
+    import typing
+
+    from antisd.integrations.trl import AntiSDConfig
+
+    hints = typing.get_type_hints(AntiSDConfig)
+    out = {}
+    for key, value in trl_args.items():
+        base, _ = configio._base_type(hints.get(key, object))
+        out[key] = configio.convert(value, hints[key], f"--trl_args {key}") if base in (int, float, bool, str) else value
+    return out
 
 
 def per_device_batch(cfg: TrainConfig) -> int:
@@ -217,9 +269,7 @@ PROMPT_BUDGET = 2048  # the released launcher's prompt length; sets the longest 
 
 def launch_yaml(cfg: TrainConfig) -> dict:
     """The accelerate launch config of this run ({} without one)."""
-    import yaml
-
-    return (yaml.safe_load(Path(cfg.launch_config).read_text()) or {}) if cfg.launch_config else {}
+    return configio.load_yaml(cfg.launch_config) if cfg.launch_config else {}
 
 
 def launch_of(cfg: TrainConfig, acc: dict | None = None):
@@ -267,7 +317,7 @@ def main(cfg: TrainConfig) -> dict:
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
     from antisd.runtime import check_training_precision, load_model
-    from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, plot_metrics
+    from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, gate_text, model_card, plot_metrics
     from antisd.tasks import load_task
 
     if cfg.dry_run or (cfg.launch_config and torch.cuda.is_available()):
@@ -279,48 +329,30 @@ def main(cfg: TrainConfig) -> dict:
             return {"preflight": text}
     torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.output_dir)
-    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
 
-    # 1. Trainer config, task, model and tokenizer: every input is checked before anything is written
-    args = trainer_args(cfg, run_dir)
+    # 1. Every input is checked before anything is written: paths, the resume point, the trainer config, the task,
+    # the model and tokenizer, and finally the trainer itself (which only creates the empty output directory).
+    configio.check_output_dir(run_dir, "--output_dir")
     dist = PartialState()  # under torchrun/accelerate every process runs this file; only the main one writes or prints
     say = print if dist.is_main_process else (lambda *a, **k: None)
+    resume = resume_point(cfg, run_dir) if cfg.resume else None
+    if cfg.resume and resume is None:
+        run = rundir.read_run(run_dir)
+        say(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
+        return json.loads((run_dir / "summary.json").read_text())
+    args = trainer_args(cfg, run_dir)
+    check_report_to(cfg)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
+    check_task_size(cfg, task)
     model, tok = load_model(cfg.model)
     deepspeed = launch_yaml(cfg).get("distributed_type") == "DEEPSPEED"
     precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
-    say(precision)
-    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
-    for line in data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None)):
-        say(line)
-    reused = initial_evaluation(cfg) if cfg.initial_eval_from and cfg.eval_k > 0 else None
+    warnings = warmup_warning(cfg) + data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None))
+    reused = initial_evaluation(cfg) if cfg.initial_eval_from and cfg.eval_k > 0 and resume is None else None
+    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
+    evals: dict[int, dict] = {}
 
-    # 2. Claim the run directory (one run owns it; a resume continues the newest *complete* checkpoint of this run)
-    # and record the config (the preset is expanded, so the file says exactly what ran).
-    lock = None
-    if dist.is_main_process:
-        lock, _ = rundir.claim(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, settings=cfg.settings().to_dict())
-    dist.wait_for_everyone()
-    run = rundir.read_run(run_dir)
-    try:
-        resume_from = _resume_point(cfg, run_dir, run, say) if cfg.resume else None
-    except rundir.RunDirError:
-        if lock:
-            lock.release()
-        raise
-    if resume_from == "finished":
-        if lock:
-            lock.release()
-        return json.loads((run_dir / "summary.json").read_text())
-    if dist.is_main_process:
-        (run_dir / "config.yaml").write_text(configio.to_yaml(dataclasses.replace(cfg, antisd=cfg.settings())))
-        if resume_from is not None:
-            rundir.truncate_metrics(run_dir / "metrics.jsonl", int(resume_from.name.split("-")[-1]))
-    dist.wait_for_everyone()
-
-    evals: dict[int, object] = {}
-
-    def held_out(step: int, tag: str):
+    def held_out(step: int, tag: str) -> dict | None:
         """Held-out avg@k, sharded over the processes (all of them call this) and written once."""
         if cfg.eval_k <= 0:
             return None
@@ -331,73 +363,145 @@ def main(cfg: TrainConfig) -> dict:
         say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
         if dist.is_main_process:
             metrics.write(step, result.metrics())
-        evals[step] = result
-        return result
+        evals[step] = result.metrics()
+        return evals[step]
 
-    reused = reused if resume_from is None else None
-    if reused is not None:
-        say(f"held-out before: avg@{cfg.eval_k} = {reused.metrics()[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
-        if dist.is_main_process:
-            metrics.write(0, reused.metrics())
-    before = reused or (held_out(0, "before") if resume_from is None else None)
-
-    # 3. Train
-    callbacks = [metrics, ProgressBar(cfg.steps)]
+    callbacks = [metrics, ProgressBar(cfg.steps, cfg.settings())]
     if cfg.eval_every > 0 and cfg.eval_k > 0:
         callbacks.append(PeriodicEval(cfg.eval_every, lambda step: held_out(step, f"step {step}")))
-    trainer = AntiSDTrainer(
-        model=model,
-        reward_funcs=[task.reward_fn()],
-        args=args,
-        train_dataset=Dataset.from_list(task.train_rows),
-        processing_class=tok,
-        callbacks=callbacks,
-        demonstration_cutter=task.cut_demonstration,
-        run_id=run["run_id"],
-    )
+    existed = run_dir.exists()
+    try:
+        trainer = AntiSDTrainer(
+            model=model,
+            reward_funcs=[task.reward_fn()],
+            args=args,
+            train_dataset=Dataset.from_list(task.train_rows),
+            processing_class=tok,
+            callbacks=callbacks,
+            demonstration_cutter=task.cut_demonstration,
+        )
+    except BaseException:
+        if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # the trainer made it; nothing else was written
+        raise
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
-    if dist.is_main_process:  # the card names antisd and the paper (TRL writes it into the run directory)
-        trainer.create_model_card(model_name=f"{Path(cfg.model).name}-{cfg.preset}", tags=[cfg.preset])
-        shutil.copy(run_dir / "README.md", run_dir / "final" / "README.md")
 
-    # 4. Evaluate, summarise, plot
+    # 2. Claim the run directory (one run owns it) and record the config (the preset expanded: the file says exactly
+    # what ran). A resume continues the newest complete checkpoint of this run; its changes were checked above.
+    lock, run = None, None
+    if dist.is_main_process:
+        lock, run = rundir.claim(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, settings=cfg.settings().to_dict())
+        if resume is not None and resume.changes:
+            run = run | {"segments": [*run.get("segments", []), {"from_step": resume.step, "changes": resume.changes}]}
+            rundir.write_json_atomic(run_dir / rundir.RUN_FILE, run)
+        (run_dir / "config.yaml").write_text(configio.to_yaml(recordable(cfg)))
+        if resume is not None:
+            rundir.truncate_metrics(run_dir / "metrics.jsonl", resume.step)
+    dist.wait_for_everyone()
+    run = run or rundir.read_run(run_dir)
+    trainer.antisd_run_id = run["run_id"]  # written into each checkpoint's completeness marker (antisd.rundir)
+    say(precision)
+    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
+    for line in warnings:
+        say(line)
+    if resume is not None:
+        for line in resume.notes:
+            say(f"resume: {line}")
+
+    # 3. Evaluate before, train (or, when the newest checkpoint already is the last step, only load it)
+    if resume is None:
+        if reused is not None:
+            say(f"held-out before: avg@{cfg.eval_k} = {reused[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
+            if dist.is_main_process:
+                metrics.write(0, reused)
+        before = reused or held_out(0, "before")
+    else:
+        before = logged_eval(run_dir, 0, cfg.eval_k)
+    if resume is not None and resume.step >= cfg.steps:
+        trainer.load_finished_checkpoint(str(resume.path))  # killed after its last checkpoint: nothing left to train
+    else:
+        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
+
+    # 4. Evaluate after, summarise, plot, say where everything is
     step = trainer.state.global_step
-    after = evals[step] if step in evals else held_out(step, "after")
+    after = evals.get(step) or logged_eval(run_dir, step, cfg.eval_k) or held_out(step, "after")
     summary = {
         "preset": cfg.preset,
         "steps": step,
         "processes": dist.num_processes,
         "precision": precision,
-        "before": before.metrics() if before else None,
-        "after": after.metrics() if after else None,
+        "before": before,
+        "after": after,
         "gate": trainer.gate.state_dict(),
+        "gate_state": gate_text(cfg.settings(), trainer.gate),
         "sigma_ref": trainer.sigma_ref.value,
     }
     if dist.is_main_process:
         rundir.write_json_atomic(run_dir / "summary.json", summary)
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
+        card = model_card(cfg, summary, run)
+        for folder in (run_dir, run_dir / "final"):
+            (folder / "README.md").write_text(card)
         rundir.write_json_atomic(run_dir / rundir.RUN_FILE, run | {"finished": True, "steps": step, "antisd": cfg.settings().to_dict()})
         _print_summary(summary)
+        say(outputs_note(cfg, run_dir))
         lock.release()
     return summary
+
+
+def outputs_note(cfg: TrainConfig, run_dir: Path) -> str:
+    return (
+        f"outputs in {run_dir}/: plots.png (curves), summary.json (before/after), metrics.jsonl (every step), final/ (the model, with README.md)\n"
+        f"next: antisd eval --model {run_dir}/final   ·   antisd pmi --model {run_dir}/final   ·   "
+        f"continue: antisd train --output_dir {run_dir} --steps {2 * cfg.steps} --resume true"
+    )
+
+
+def check_report_to(cfg: TrainConfig) -> None:
+    """Each logging integration asked for is importable (else TRL would fail after the directory is claimed)."""
+    import importlib.util
+
+    for name in cfg.report_to.split(","):
+        module = REPORT_TO[name]
+        if module and importlib.util.find_spec(module) is None:
+            raise ValueError(f"--report_to {name}: the {module!r} package is not installed (pip install {module})")
+
+
+def check_task_size(cfg: TrainConfig, task) -> None:
+    """A step takes prompts_per_step distinct training prompts (TRL drops an incomplete batch): fewer rows would
+    train zero steps."""
+    if len(task.train_rows) < cfg.prompts_per_step:
+        raise ValueError(
+            f"--task {cfg.task}: {len(task.train_rows)} training row(s) (after {len(task.heldout)} held out), fewer than "
+            f"--prompts_per_step {cfg.prompts_per_step}: no step could be filled; give more rows or lower --prompts_per_step"
+        )
+
+
+def warmup_warning(cfg: TrainConfig) -> list[str]:
+    """A warm-up as long as the run leaves no step with the AntiSD term: the run is GRPO under another name. Said
+    loudly, not refused: a one-step smoke test of a recipe is legitimate (`antisd compare` refuses it)."""
+    s = cfg.settings()
+    if s.needs_warmup and s.lambda_max > 0 and s.gate_warmup_steps >= cfg.steps:
+        return [f"warning: --antisd_gate_warmup_steps {s.gate_warmup_steps} ≥ --steps {cfg.steps}: every step is a warm-up step at λ = 0, "
+                f"so this {cfg.preset} run is plain GRPO; give more --steps or a shorter warm-up for the AntiSD term to act"]  # fmt: skip
+    return []
+
+
+def logged_eval(run_dir: Path, step: int, k: int) -> dict | None:
+    """The held-out metrics a run already logged at ``step`` (a resumed run does not evaluate them again)."""
+    from antisd.runlog import read_jsonl
+
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step") == step and f"eval/avg@{k}" in r]
+    return {key: v for key, v in rows[-1].items() if key.startswith("eval/")} if rows else None
 
 
 SAME_INITIAL_EVAL = ("model", "task", "seed", "eval_k", "eval_problems", "eval_temperature", "eval_batch_size", "max_completion_length", "prompt_field", "answer_field")
 
 
-@dataclass(frozen=True)
-class ReusedEval:
-    values: dict
-
-    def metrics(self) -> dict:
-        return self.values
-
-
-def initial_evaluation(cfg: TrainConfig) -> ReusedEval | None:
-    """The step-0 evaluation of ``cfg.initial_eval_from`` if that run evaluated the same model the same way (else
-    an error naming the field that differs); None when it has no step-0 evaluation yet (this run evaluates)."""
+def initial_evaluation(cfg: TrainConfig) -> dict | None:
+    """The step-0 evaluation metrics of ``cfg.initial_eval_from`` if that run evaluated the same model the same way
+    (else an error naming the field that differs); None when it has no step-0 evaluation yet (this run evaluates)."""
     source = Path(cfg.initial_eval_from)
     theirs = configio.load_yaml(source / "config.yaml") if (source / "config.yaml").is_file() else None
     if theirs is None:
@@ -405,16 +509,14 @@ def initial_evaluation(cfg: TrainConfig) -> ReusedEval | None:
     for name in SAME_INITIAL_EVAL:
         if theirs.get(name) != getattr(cfg, name):
             raise ValueError(f"--initial_eval_from {source}: its {name} is {theirs.get(name)!r}, this run's is {getattr(cfg, name)!r}; its step-0 evaluation is not this run's")
-    from antisd.runlog import read_jsonl
-
-    rows = [r for r in read_jsonl(source / "metrics.jsonl") if r.get("step") == 0 and f"eval/avg@{cfg.eval_k}" in r]
-    return ReusedEval({k: v for k, v in rows[-1].items() if k.startswith("eval/")}) if rows else None
+    return logged_eval(source, 0, cfg.eval_k)
 
 
 def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]:
     """Refuse prompts that alone exceed the model's context; warn, with counts, about prompts that leave less
-    room than max_completion_length, repeated training prompts and held-out problems that are also trained on."""
-    from antisd.tasks import duplicates_and_overlap
+    room than max_completion_length, and, for the user's own data, repeated training prompts and held-out problems
+    that are also trained on (the shipped tasks sample with replacement by design: nothing to act on)."""
+    from antisd.tasks import BUILT_IN, duplicates_and_overlap
 
     warnings = []
     if context:
@@ -428,6 +530,8 @@ def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]
         tight = sum(n + cfg.max_completion_length > context for n in lengths)
         if tight:
             warnings.append(f"warning: {tight} of {len(lengths)} training prompts leave less than --max_completion_length {cfg.max_completion_length} tokens of the model's {context}-token context")
+    if cfg.task in BUILT_IN:
+        return warnings
     repeats, overlap = duplicates_and_overlap(task)
     if repeats:
         warnings.append(f"warning: {repeats} of {len(task.train_rows)} training rows repeat an earlier prompt")
@@ -436,29 +540,99 @@ def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]
     return warnings
 
 
-# Settings a resumed run may change freely: they do not touch the gate, σ_ref or τ calibrated so far.
+# --- resume ------------------------------------------------------------------------------------------------------
+
+# Settings a resumed run may change freely: they change neither what is trained nor how it is evaluated.
+FREE_FIELDS_ON_RESUME = ("steps", "resume", "overwrite", "accept_changes", "threads", "save_steps", "report_to", "dry_run", "launch_config", "gpu_memory_gib", "initial_eval_from")
+# AntiSD settings a resumed run may change freely: they do not touch the gate, σ_ref or τ calibrated so far.
 FREE_ON_RESUME = ("log_categories_every", "diagnostics", "recalibrate_on_resume")
 
 
-def _resume_point(cfg: TrainConfig, run_dir: Path, run: dict, say):
-    """The checkpoint to resume from, or "finished". Refuses (naming the fix) a changed setting the saved gate
-    state depends on, and a directory with no complete checkpoint of this run."""
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: the checkpoint, its step, the accepted changes and what to tell the user."""
+
+    path: Path
+    step: int
+    changes: dict
+    notes: list
+
+
+# How a command line starts or continues a run, not what the run is: never taken from a recorded config.
+INVOCATION_FIELDS = ("resume", "overwrite", "accept_changes", "dry_run")
+
+
+def recordable(cfg: TrainConfig) -> TrainConfig:
+    """The config as config.yaml records it: the preset's AntiSD settings expanded, the invocation flags off."""
+    return dataclasses.replace(cfg, antisd=cfg.settings(), **{name: False for name in INVOCATION_FIELDS})
+
+
+def recorded_config(run_dir: Path) -> dict | None:
+    """The config a run recorded (config.yaml), as TrainConfig field values; None when there is none."""
+    import typing
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    hints = typing.get_type_hints(TrainConfig)
+    data = configio.load_yaml(path)
+    unknown = sorted(k for k in data if k not in hints)
+    if unknown:
+        raise ValueError(f"{path}: fields {unknown} are not `antisd train` settings of this version; the run cannot be resumed as recorded")
+    return {k: configio.convert(v, hints[k], f"{path}: {k}") for k, v in data.items()}
+
+
+def resumed_values(values: dict, extras: dict) -> dict:
+    """The field values of a resumed run: those it recorded, with only the fields (and antisd_* settings) given on
+    this command line changed. A new preset replaces the recorded AntiSD settings."""
+    run_dir = Path(values.get("output_dir", TrainConfig.output_dir))
+    recorded = recorded_config(run_dir)
+    if recorded is None:
+        return with_settings(values, extras)  # no recorded run: claim refuses, naming the problem
+    merged = {k: v for k, v in recorded.items() if k not in INVOCATION_FIELDS} | values
+    if "preset" in values and values["preset"] != recorded.get("preset") and "antisd" not in values:
+        merged.pop("antisd", None)
+    return with_settings(merged, extras)
+
+
+def changed_settings(cfg: TrainConfig, recorded: dict) -> tuple[dict, dict]:
+    """({field: [recorded, now]} of the run settings, {field: [recorded, now]} of the AntiSD settings) that differ."""
+    now = dataclasses.asdict(dataclasses.replace(cfg, antisd=cfg.settings()))
+    fields = {k: [recorded.get(k), v] for k, v in now.items() if k not in FREE_FIELDS_ON_RESUME and k != "antisd" and recorded.get(k) != v}
+    then_s = recorded.get("antisd") or {}
+    then_s = then_s if isinstance(then_s, dict) else then_s.to_dict()
+    antisd = {k: [then_s.get(k), v] for k, v in now["antisd"].items() if k not in FREE_ON_RESUME and then_s.get(k) != v}
+    return fields, antisd
+
+
+def resume_point(cfg: TrainConfig, run_dir: Path) -> ResumePoint | None:
+    """The checkpoint to continue from (read only; nothing is written), or None when the run is finished with at
+    least --steps steps (nothing to do). Refuses, naming the fix: a directory with no run or no complete checkpoint
+    of it, changed settings (unless accepted), a --steps below the checkpoint."""
+    run = rundir.read_run(run_dir) if run_dir.is_dir() else None
+    if run is None:
+        raise rundir.RunDirError(f"--resume true but {run_dir} holds no run (no {rundir.RUN_FILE}); start it without --resume")
     if run["finished"] and run["steps"] >= cfg.steps:
-        say(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
-        return "finished"
-    now, then = cfg.settings().to_dict(), run.get("antisd", {})
-    changed = {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v and k not in FREE_ON_RESUME}
-    if changed and not now["recalibrate_on_resume"]:
-        listed = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changed.items())
-        raise rundir.RunDirError(f"--resume with changed AntiSD settings ({listed}); the saved gate was calibrated under the old ones. "
+        return None
+    recorded = recorded_config(run_dir) or {}
+    fields, antisd = changed_settings(cfg, recorded)
+    listed = lambda changes: ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in changes.items())  # noqa: E731
+    if antisd and not cfg.settings().recalibrate_on_resume:
+        raise rundir.RunDirError(f"--resume with changed AntiSD settings ({listed(antisd)}); the saved gate was calibrated under the old ones. "
                                  "Resume without the change, or add --antisd_recalibrate_on_resume true to warm up again with the new settings")  # fmt: skip
+    if fields and not cfg.accept_changes:
+        raise rundir.RunDirError(f"--resume with settings that differ from the run's recorded ones in {run_dir / 'config.yaml'} ({listed(fields)}); "
+                                 "resume without them, or add --accept_changes true to continue with them (recorded in run.json)")  # fmt: skip
     point, skipped = rundir.last_complete(run_dir, run["run_id"])
-    for line in skipped:
-        say(f"resume: {line}")
     if point is None:
         raise rundir.RunDirError(f"--resume true but {run_dir} holds no complete checkpoint of run {run['run_id']}; start again with --overwrite true")
-    say(f"resume: from {point.name}")
-    return point
+    step = int(point.name.split("-")[-1])
+    if step > cfg.steps:
+        raise rundir.RunDirError(f"--steps {cfg.steps} is below the step of the newest complete checkpoint ({point.name}); give --steps ≥ {step}")
+    notes = [*skipped, f"from {point.name}" + (" (its last step: only the final records are written)" if step >= cfg.steps else "")]
+    if fields or antisd:
+        notes.append(f"continuing with changed settings: {listed(fields | antisd)} (recorded in {run_dir / rundir.RUN_FILE} segments)")
+    return ResumePoint(point, step, fields | antisd, notes)
 
 
 def _print_summary(summary: dict) -> None:
@@ -471,13 +645,13 @@ def _print_summary(summary: dict) -> None:
     table.add_column("after")
     keys = sorted(set((summary["before"] or {}) | (summary["after"] or {})))
     for key in keys:
-        fmt = lambda d: f"{d[key]:.3f}" if d and key in d else "-"  # noqa: E731
+        fmt = lambda d: f"{d[key]:.3f}" if d and d.get(key) is not None else "-"  # noqa: E731
         table.add_row(key, fmt(summary["before"]), fmt(summary["after"]))
-    gate = summary["gate"]
-    table.add_row("gate warm value / state", "-", f"{gate['warm']} / {'on' if gate['active'] else 'off'}")
+    table.add_row("AntiSD gate", "-", summary["gate_state"])
     Console().print(table)
 
 
 def cli(argv: list[str]) -> dict:
-    cfg = configio.parse(TrainConfig, argv, prog="antisd train", description=__doc__.split("\n\n")[0], extra=antisd_fields(), combine=with_settings)
-    return main(cfg)
+    values, extras = configio.parse_values(TrainConfig, argv, prog="antisd train", description=__doc__.split("\n\n")[0], extra=antisd_fields())
+    values = resumed_values(values, extras) if values.get("resume") else with_settings(values, extras)
+    return main(TrainConfig(**values))

@@ -248,6 +248,9 @@ def hub_task(name: str) -> Task:
     return math_rows_task(name, rows)
 
 
+BUILT_IN = ("countdown", "gsm")  # generated in-process (sampled with replacement: repeats are by design)
+
+
 def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:
     """'countdown', 'gsm' (offline), 'dapo' / 'gsm8k' / 'math' (hub, when reachable or cached), a local
     .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math with the given field names)."""

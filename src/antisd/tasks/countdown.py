@@ -26,7 +26,9 @@ OPS = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y
 CORRECT_FEEDBACK = "Your answer is correct."
 INCORRECT_FEEDBACK = "Your answer is incorrect."
 MAX_TARGET = 200
-_ANSWER_RE = re.compile(r"^answer:\s*\(\s*(\d+)\s*([-+*])\s*(\d+)\s*\)\s*([-+*])\s*(\d+)\s*$")
+# Numbers of at most 9 digits: the given numbers are 1..9, and a longer one (Python refuses int() of over 4,300
+# digits) is simply a wrong answer, never an exception in the grader.
+_ANSWER_RE = re.compile(r"^answer:\s*\(\s*(\d{1,9})\s*([-+*])\s*(\d{1,9})\s*\)\s*([-+*])\s*(\d{1,9})\s*$")
 
 
 @dataclass(frozen=True)

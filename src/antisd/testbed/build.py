@@ -86,6 +86,18 @@ class BuildConfig:
     (``clearly``, ``it must be``, ``surely``) instead of a hedging one (``maybe``, ``let me try``, ...): a solver that
     knows the answer does not hedge. False: every try hedges (v1, v2a-d)."""
 
+    def __post_init__(self):
+        from antisd import configio
+
+        configio.check_at_least(self, {"steps": 1, "batch_size": 1, "max_tries": 1, "num_layers": 1, "num_threads": 1, "vocab_size": 300})
+        configio.check_positive(self, ("lr",))
+        configio.check_between(self, {name: (0.0, 1.0) for name in ("p_context", "p_recheck", "p_hint_search", "p_hint", "p_hint_wait", "p_mismatch", "p_fooled")})
+        configio.check_choice(self, {"style": ("plain", "varied")})
+        configio.check_seed(self)
+        configio.check_nonempty(self, ("out",))
+        if self.hidden_size < 32 or self.hidden_size % 32:
+            raise ValueError(f"--hidden_size must be a positive multiple of 32 (attention heads of 32 dimensions), got {self.hidden_size}")
+
 
 def _messages(user_text: str) -> list[dict]:
     return [{"role": "user", "content": user_text}]
@@ -225,14 +237,15 @@ def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tens
 
 
 def main(cfg: BuildConfig) -> Path:
+    from antisd import configio
+
+    configio.check_output_dir(cfg.out, "--out")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.num_threads)
     rng = random.Random(cfg.seed)
     templates = ContextTemplates()
 
     # 1. Data: a pool of training problems (held-out triples never appear)
-    if cfg.style not in ("plain", "varied"):
-        raise ValueError(f"style must be 'plain' or 'varied', got {cfg.style!r}")
     varied, p_recheck = cfg.style == "varied", cfg.p_recheck if cfg.style == "varied" else 0.0
     hint = (cfg.p_hint_search, cfg.p_hint, cfg.p_hint_wait) if varied and cfg.p_hint_search > 0 else None
     problems = cd.generate(4000, seed=cfg.seed, split="train")
@@ -269,5 +282,5 @@ def main(cfg: BuildConfig) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "antisd_build.json").write_text(json.dumps(asdict(cfg) | {"params": n_params}, indent=2))
-    print(f"saved to {out}")
+    print(f"saved to {out}; next: antisd testbed check --model {out}")
     return out

@@ -50,6 +50,16 @@ class CheckConfig:
     max_new_tokens: int = 128
     """Rollout length cap for the token-level properties."""
 
+    def __post_init__(self):
+        from antisd import configio
+
+        configio.check_at_least(self, {"problems": 1, "k": 1, "pmi_problems": 1, "G": 2, "max_new_tokens": 1})
+        configio.check_seed(self)
+        if self.out:
+            configio.check_output_file(self.out, "--out")
+        if not self.model.strip():
+            raise ValueError("--model is empty")
+
 
 @dataclass(frozen=True)
 class Property:
@@ -143,7 +153,9 @@ def main(cfg: CheckConfig, run_pmi: Callable[..., dict] | None = None) -> dict:
         print(f"\n{'property':46s} {'value':>9s}  {'range':16s} in range")
         print("\n".join(prop.line() for prop in props))
     if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.out).write_text(json.dumps({"config": asdict(cfg), "pass@1": results, "properties": [asdict(p) | {"ok": p.ok} for p in props]}, indent=2))
+        print(f"results: {cfg.out}")
     return results | {"properties": props}
 
 

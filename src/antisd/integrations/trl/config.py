@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import torch
 from trl import GRPOConfig
 
 from antisd.settings import AntiSDSettings
@@ -21,6 +22,8 @@ class AntiSDConfig(GRPOConfig):
     score_student_separately: bool = field(default=False, metadata={"help": "Score the student with a separate no-grad forward at generation time instead of taking the training forward's detached log-probs (the pre-#13 path; for checks)."})
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
+            self.bf16 = False  # TRL defaults to bf16, which transformers refuses without a GPU: fp32 on a CPU-only machine
         super().__post_init__()
         if isinstance(self.antisd, dict):  # from a JSON/YAML round trip of to_dict()
             self.antisd = AntiSDSettings(**self.antisd)

@@ -91,7 +91,7 @@ class AntiSDTrainer(GRPOTrainer):
 
     def __init__(self, *args, demonstration_cutter: Callable[[str], str] | None = None, run_id: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.antisd_run_id = run_id  # written into each checkpoint's completeness marker (antisd.rundir)
+        self.antisd_run_id = run_id  # written into each checkpoint's completeness marker (antisd.rundir); set it before training
         if not isinstance(self.args, AntiSDConfig):
             raise TypeError(f"AntiSDTrainer needs an AntiSDConfig, got {type(self.args).__name__}")
         tok = self.processing_class
@@ -300,8 +300,23 @@ class AntiSDTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
+        if checkpoint is not None:
+            self._load_antisd_state(checkpoint)
+
+    def load_finished_checkpoint(self, checkpoint: str) -> None:
+        """Load a checkpoint of the run's last step without training: its weights, trainer state and AntiSD state.
+        A run killed after its last checkpoint and before its final records resumes here (``trainer.train`` would
+        take one step more)."""
+        from transformers.trainer_callback import TrainerState
+
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            raise ValueError(f"the run was killed after its last checkpoint; under DeepSpeed/FSDP antisd cannot write its final records "
+                             f"without training: the trained model is in {checkpoint}")  # fmt: skip
+        self._load_from_checkpoint(checkpoint)
+        self.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        self._load_antisd_state(checkpoint)
+
+    def _load_antisd_state(self, checkpoint) -> None:
         path = Path(checkpoint) / STATE_FILE
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete or was not written by AntiSDTrainer")
