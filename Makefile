@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-.PHONY: install demo test test-verl
+.PHONY: install demo test test-verl gpu-wheels gpu-check gpu-check-tiny
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -45,3 +45,16 @@ $(VERL_STAMP): pyproject.toml
 
 test-verl: $(VERL_STAMP)
 	$(OFFLINE) RAY_AUTH_MODE=disabled $(VERL_PY) -m pytest tests_verl -p no:cacheprovider -W ignore::UserWarning
+
+# The GPU check (scripts/gpu_check.py, docs/results/gpu.md). `make gpu-wheels` here fetches what the GPU image
+# lacks into .whl/; on the lent GPU machine (its own python3, nothing to download, .whl carried with the working
+# tree) `make gpu-check` (= bash scripts/gpu_check.sh) installs them into /tmp/site and runs the check into $$OUT.
+# `make gpu-check-tiny` runs the same code on the CPU with tiny sizes (CI runs it as tests/test_gpu_check.py).
+gpu-wheels:
+	bash scripts/gpu_wheels.sh .whl
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+gpu-check-tiny: $(STAMP)
+	$(OFFLINE) $(PY) scripts/gpu_check.py --tiny --out runs/gpu-check-tiny

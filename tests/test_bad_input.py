@@ -272,3 +272,16 @@ def test_console_script_prints_exactly_one_line(tmp_path, argv):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("antisd: error: "), done.stderr
     assert _snapshot(tmp_path) == before
+
+
+def test_a_run_the_output_disk_cannot_hold_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """Issue #20: two checkpoints and the final model must fit on the output disk (free space faked here)."""
+    from antisd.commands import train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "free_disk_bytes", lambda path: 1000)
+    monkeypatch.setattr(sys, "argv", ["antisd", "train", "--steps", "2", "--output_dir", "runs/x"])
+    assert cli.entry() == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("antisd: error: the output disk of runs/x has 0.00 GiB free; the run needs at least") and "\n" not in line
+    assert not (tmp_path / "runs").exists()

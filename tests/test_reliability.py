@@ -221,3 +221,22 @@ def test_data_problems_are_refused_or_counted(tmp_path, capsys, monkeypatch):
     err = _one_error_line(capsys.readouterr().err)
     assert "1 of 18 training prompts are longer than the model's context of 1024 tokens" in err and "training row 6" in err
     assert not (tmp_path / "o2").exists()  # refused before anything was written
+
+
+def test_prune_keeps_the_newest_complete_checkpoints_and_never_the_last_complete_one(tmp_path):
+    def checkpoint(step: int, complete: bool, run_id: str = "r1"):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(b"x" * step)
+        if complete:
+            rundir.mark_complete(folder, run_id, step)
+
+    checkpoint(1, True)
+    checkpoint(2, False)  # a killed save, older than the newest complete one: garbage
+    checkpoint(3, True)
+    checkpoint(4, True)
+    checkpoint(5, False)  # newer than the newest complete one: kept (it is not this function's to judge)
+    assert rundir.prune(tmp_path, "r1", 0) == []
+    assert rundir.prune(tmp_path, "r1", 1) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-5"]
+    assert rundir.prune(tmp_path, "another-run", 1) == []  # none complete for that run: nothing to anchor on

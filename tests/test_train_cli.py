@@ -315,3 +315,34 @@ def test_teacher_scoring_in_smaller_row_batches_changes_nothing(tiny_model, tmp_
     for key in runs[0]:
         torch.testing.assert_close(runs[1][key], runs[0][key], atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(a, a[0].expand_as(a)) for a in runs[0].values())
+
+
+def test_keep_checkpoints_prunes_only_after_a_checkpoint_is_complete(tiny_model, tmp_path):
+    """Issue #20: the newest --keep_checkpoints complete checkpoints stay; 0 keeps all."""
+    _run(tiny_model, tmp_path / "two", "grpo", "--steps", "4", "--keep_checkpoints", "2")
+    assert sorted(p.name for p in (tmp_path / "two").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    _run(tiny_model, tmp_path / "all", "grpo", "--steps", "3", "--keep_checkpoints", "0")
+    assert sorted(p.name for p in (tmp_path / "all").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
+
+
+def test_trainer_built_from_python_refuses_adamw_on_bf16_weights(tiny_model, tmp_path):
+    """Issue #20: the precision check lives in AntiSDTrainer, so Python users get it too (not only the CLI)."""
+    from datasets import Dataset
+
+    from antisd.integrations.trl import AntiSDConfig
+    from antisd.runtime import load_model
+    from antisd.tasks import load_task
+
+    model, tok = load_model(str(tiny_model))
+    task = load_task("countdown")
+    args = AntiSDConfig(output_dir=str(tmp_path / "py"), max_steps=1, per_device_train_batch_size=4, num_generations=2, report_to="none")
+    build = lambda m: AntiSDTrainer(model=m, reward_funcs=[task.reward_fn()], args=args, train_dataset=Dataset.from_list(task.train_rows[:8]), processing_class=tok)  # noqa: E731
+    assert build(model).antisd_precision.startswith("precision: weights float32")
+    with pytest.raises(ValueError, match="trainable weights are bfloat16: AdamW would update them in 16 bits"):
+        build(model.to(torch.bfloat16))
+
+
+def test_dry_run_reports_checkpoint_size_and_disk_need(capsys):
+    assert cli.main(["train", "--config", "configs/recipes/qwen3-8b.yaml", "--dry_run", "true"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("disk:"))
+    assert "a checkpoint ≈ 122" in line and "held at once (--keep_checkpoints 2)" in line, line  # 16 B × 8.19B params

@@ -49,7 +49,7 @@ class UsageError(ValueError):
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "DATASETS_VERBOSITY": "error"}
 
 
-def _quiet(verbose: bool) -> None:
+def quiet(verbose: bool = False) -> None:
     """Silence third-party warnings and progress bars unless asked: through the environment (read when those
     libraries are imported, and by child processes) and, for a library already imported, through its own switch."""
     if verbose:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in argv or os.environ.get("ANTISD_VERBOSE") == "1"
     argv = [a for a in argv if a != "--verbose"]
-    _quiet(verbose)
+    quiet(verbose)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

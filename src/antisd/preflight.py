@@ -130,6 +130,13 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
     return out
 
 
+def checkpoint_bytes(n_params: int, deepspeed: bool = False) -> int:
+    """A training checkpoint on disk. Plain: fp32 weights (4N) and AdamW's two fp32 moments (8N), 12N. DeepSpeed
+    ZeRO: the optimizer shards hold the fp32 master weights and both moments (12N), the engine's model states the
+    16-bit weights (2N), and transformers saves the gathered 16-bit model (2N): 16N (131 GB for Qwen3-8B)."""
+    return (16 if deepspeed else 12) * n_params
+
+
 def vllm_check(shape: ModelShape, launch: Launch) -> tuple[float, float, float]:
     """(share GiB, weights GiB per tensor-parallel rank, KV GiB of one max-length sequence) for colocated vLLM."""
     share = launch.vllm_gpu_memory_utilization * launch.gpu_gib

@@ -88,6 +88,22 @@ def last_complete(run_dir: Path, run_id: str) -> tuple[Path | None, list[str]]:
     return None, skipped
 
 
+def prune(run_dir: Path, run_id: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` complete checkpoints of this run, and the incomplete ones older than the
+    newest complete one (left by killed saves; resume skips them). The newest complete checkpoint is never deleted;
+    ``keep`` 0 deletes nothing. Returns the names deleted."""
+    if keep <= 0:
+        return []
+    complete = [c for c in checkpoints(run_dir) if why_incomplete(c, run_id) is None]
+    if not complete:
+        return []
+    newest = int(complete[0].name.split("-")[-1])
+    doomed = complete[keep:] + [c for c in checkpoints(run_dir) if c not in complete and int(c.name.split("-")[-1]) < newest]
+    for folder in doomed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return sorted(c.name for c in doomed)
+
+
 class Lock:
     """An exclusive flock on ``run_dir/.lock`` for the life of this object's process (or until release)."""
 

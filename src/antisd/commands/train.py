@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,7 +69,12 @@ class TrainConfig:
     seed: int = 0
     """Seed for data order, sampling and initialisation of anything random."""
     save_steps: int = 10
-    """Checkpoint every this many steps (0: only at the end)."""
+    """Checkpoint every this many steps (0: only at the end); the last step is always checkpointed."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept: after each new one is complete, older ones beyond this many are deleted (0: keep
+    all). A checkpoint holds the weights and the optimizer state (≈ 12 bytes per parameter; 16 under DeepSpeed):
+    ≈ 100 GiB for an 8B model. The run is refused if the output disk cannot hold keep_checkpoints + 1 of them and
+    the final model."""
     resume: bool = False
     """Resume from the newest complete checkpoint of the run in output_dir (gate and σ_ref state included), with
     the run's recorded settings (config.yaml); flags given with it change only what they name."""
@@ -120,7 +126,7 @@ class TrainConfig:
     """AntiSD settings; None: the preset's as they are. Set through antisd_<field> flags/keys, which override the preset."""
 
     def __post_init__(self):
-        configio.check_at_least(self, {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0,
+        configio.check_at_least(self, {"steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 1, "save_steps": 0, "keep_checkpoints": 0,
                                        "eval_k": 0, "eval_every": 0, "eval_problems": 1, "eval_batch_size": 1, "threads": 1, "grad_accum": 1})  # fmt: skip
         configio.check_positive(self, ("learning_rate", "temperature", "eval_temperature", "gpu_memory_gib"))
         configio.check_seed(self)
@@ -173,7 +179,7 @@ def trainer_args(cfg: TrainConfig, run_dir: Path):
     """The AntiSDConfig of this run: the TRL settings and the AntiSD settings object."""
     from antisd.integrations.trl import AntiSDConfig
 
-    return AntiSDConfig(**trl_kwargs(cfg, run_dir), antisd=cfg.settings())
+    return AntiSDConfig(**trl_kwargs(cfg, run_dir), antisd=cfg.settings(), keep_complete_checkpoints=cfg.keep_checkpoints)
 
 
 # GRPOConfig fields antisd train sets from its own options (trl_args may not override them behind their back)
@@ -183,7 +189,7 @@ OWN_FLAGS = {
     "use_vllm": "--use_vllm", "vllm_mode": "--vllm_mode", "num_generations": "--num_generations",
     "max_completion_length": "--max_completion_length", "learning_rate": "--learning_rate", "temperature": "--temperature",
     "loss_type": "--loss_type", "seed": "--seed", "report_to": "--report_to", "save_steps": "--save_steps",
-    "chat_template_kwargs": "--enable_thinking",
+    "chat_template_kwargs": "--enable_thinking", "save_total_limit": "--keep_checkpoints", "keep_complete_checkpoints": "--keep_checkpoints",
 }  # fmt: skip
 
 
@@ -211,7 +217,7 @@ def trl_kwargs(cfg: TrainConfig, run_dir: Path) -> dict:
         report_to=[x for x in cfg.report_to.split(",") if x] if cfg.report_to != "none" else "none",
         logging_steps=1,
         save_strategy="steps",
-        save_steps=min(cfg.save_steps, cfg.steps) if cfg.save_steps > 0 else cfg.steps,  # a checkpoint to resume from, always
+        save_steps=cfg.save_steps if cfg.save_steps > 0 else cfg.steps,  # transformers also saves the last step
         disable_tqdm=True,
         disable_dropout=True,
         dataloader_num_workers=0,
@@ -294,7 +300,7 @@ def launch_of(cfg: TrainConfig, acc: dict | None = None):
 
 
 def preflight(cfg: TrainConfig) -> tuple[str, list[str]]:
-    """(report, problems) of the per-GPU memory estimate for this run."""
+    """(report, problems) of the per-GPU memory estimate and the output disk need of this run."""
     from antisd import preflight as pf
     from antisd.runtime import resolve_model_path
 
@@ -304,7 +310,37 @@ def preflight(cfg: TrainConfig) -> tuple[str, list[str]]:
         path = cfg.model
     shape = pf.load_shape(path, Path(__file__).resolve().parents[1] / "assets" / "models")
     launch = launch_of(cfg)
-    return pf.report(cfg.model, shape, launch), pf.problems(shape, launch)
+    # The disk is this machine's, where the run may not happen: said, not refused (the run itself refuses).
+    disk, disk_problem = disk_need(cfg, shape.params(), deepspeed=launch.strategy in ("zero2", "zero3"))
+    return pf.report(cfg.model, shape, launch) + "\n" + disk + (f"\n  NOT ON THIS DISK: {disk_problem}" if disk_problem else ""), pf.problems(shape, launch)
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free bytes on the file system that would hold ``path`` (its nearest existing ancestor)."""
+    existing = next(p for p in [Path(path).absolute(), *Path(path).absolute().parents] if p.exists())
+    return shutil.disk_usage(existing).free
+
+
+def disk_need(cfg: TrainConfig, n_params: int, deepspeed: bool) -> tuple[str, str | None]:
+    """(one line: checkpoint size and what the run needs on its output disk, the problem if it cannot fit or None).
+    A run holds keep_checkpoints complete checkpoints plus the one being written, and the final model; with
+    keep_checkpoints 0 every checkpoint is kept."""
+    from antisd.preflight import GIB, checkpoint_bytes
+
+    checkpoint = checkpoint_bytes(n_params, deepspeed=deepspeed)
+    final = 4 * n_params
+    interval = min(cfg.save_steps or cfg.steps, cfg.steps)
+    saves = -(-cfg.steps // interval)  # every interval, and the last step
+    held = min(cfg.keep_checkpoints + 1, saves) if cfg.keep_checkpoints else saves
+    need, free = held * checkpoint + final, free_disk_bytes(Path(cfg.output_dir))
+    line = (f"disk: a checkpoint ≈ {checkpoint / GIB:.2f} GiB (weights + optimizer), {held} held at once "
+            f"(--keep_checkpoints {cfg.keep_checkpoints}) + the final model {final / GIB:.2f} GiB = {need / GIB:.2f} GiB; "
+            f"{free / GIB:.1f} GiB free under {cfg.output_dir}")  # fmt: skip
+    at_least = min(2, saves) * checkpoint + final  # two checkpoints: the newest complete one survives a kill during the next save
+    if free < at_least:
+        return line, (f"the output disk of {cfg.output_dir} has {free / GIB:.2f} GiB free; the run needs at least {at_least / GIB:.2f} GiB "
+                      f"(two checkpoints of {checkpoint / GIB:.2f} GiB and the final model): free space or choose another --output_dir")  # fmt: skip
+    return line, None
 
 
 def main(cfg: TrainConfig) -> dict:
@@ -316,7 +352,7 @@ def main(cfg: TrainConfig) -> dict:
 
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
-    from antisd.runtime import check_training_precision, load_model
+    from antisd.runtime import load_model
     from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, gate_text, model_card, plot_metrics
     from antisd.tasks import load_task
 
@@ -345,8 +381,9 @@ def main(cfg: TrainConfig) -> dict:
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     check_task_size(cfg, task)
     model, tok = load_model(cfg.model)
-    deepspeed = launch_yaml(cfg).get("distributed_type") == "DEEPSPEED"
-    precision = check_training_precision(model, "bf16" if cfg.bf16 else "no", engine_keeps_fp32_master=deepspeed)
+    _, disk_problem = disk_need(cfg, sum(p.numel() for p in model.parameters()), deepspeed=launch_yaml(cfg).get("distributed_type") == "DEEPSPEED")
+    if disk_problem:
+        raise ValueError(disk_problem)
     warnings = warmup_warning(cfg) + data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None))
     reused = initial_evaluation(cfg) if cfg.initial_eval_from and cfg.eval_k > 0 and resume is None else None
     metrics = JsonlMetrics(run_dir / "metrics.jsonl")
@@ -385,6 +422,7 @@ def main(cfg: TrainConfig) -> dict:
             run_dir.rmdir()  # the trainer made it; nothing else was written
         raise
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
+    precision = trainer.antisd_precision  # refused in the trainer if AdamW would step 16-bit weights
 
     # 2. Claim the run directory (one run owns it) and record the config (the preset expanded: the file says exactly
     # what ran). A resume continues the newest complete checkpoint of this run; its changes were checked above.

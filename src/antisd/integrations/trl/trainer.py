@@ -32,6 +32,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from antisd import context as ctx
 from antisd import rundir
 from antisd.integrations.trl.config import AntiSDConfig
+from antisd.runtime import check_training_precision
 from antisd.step import AntiSDStep, StepInputs
 
 STATE_FILE = "antisd_state.json"
@@ -97,6 +98,9 @@ class AntiSDTrainer(GRPOTrainer):
         tok = self.processing_class
         if getattr(tok, "chat_template", None) is None:
             raise ValueError("The tokenizer has no chat template: the teacher prompt is built with apply_chat_template")
+        # AdamW must step fp32 weights: decided from the live engine (a DeepSpeed optimizer keeps an fp32 master copy)
+        mixed = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "no"
+        self.antisd_precision = check_training_precision(self.model, mixed, engine_keeps_fp32_master=self.is_deepspeed_enabled)
         s = self.args.antisd
         self.antisd_step = AntiSDStep(s)
         self.antisd_reducer = AccelerateReducer(self.accelerator)
@@ -297,6 +301,7 @@ class AntiSDTrainer(GRPOTrainer):
             rundir.write_json_atomic(folder / STATE_FILE, self.antisd_step.state_dict())
             if self.antisd_run_id is not None:  # last: only now is the checkpoint complete
                 rundir.mark_complete(folder, self.antisd_run_id, self.state.global_step)
+                rundir.prune(folder.parent, self.antisd_run_id, self.args.keep_complete_checkpoints)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
