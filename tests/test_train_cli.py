@@ -274,6 +274,8 @@ def test_two_processes_match_one_process(tmp_path):
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["after"]["eval/avg@2"] == [x for x in lines if "eval/avg@2" in x][-1]["eval/avg@2"]
     assert (tmp_path / "two" / "checkpoint-3" / "antisd_state.json").exists()
+    for said in ("precision:", "held-out before:", "held-out after:", "outputs in"):  # the main process alone prints
+        assert two.stdout.count(said) == 1, (said, two.stdout[-3000:])
 
 
 def test_report_to_tensorboard_and_model_card(tiny_model, tmp_path):

@@ -104,6 +104,17 @@ class ProgressBar(TrainerCallback):
             self.progress.stop()
 
 
+class AtTrainBegin(TrainerCallback):
+    """Calls ``run()`` once training has prepared the model (DeepSpeed engine, FSDP wrapping), before the first step:
+    the held-out evaluation at step 0, which under ZeRO-3 or FSDP needs the prepared model."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.run()
+
+
 class PeriodicEval(TrainerCallback):
     """Calls ``run(step)`` every ``every`` optimizer steps (held-out evaluation during training)."""
 

@@ -22,7 +22,8 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
     model.eval()
     flat = [i for i in range(len(prompt_texts)) for _ in range(n)]
     out = []
-    with torch.random.fork_rng(devices=[]):
+    # a private RNG stream (on the GPU too): sampling here never shifts a training run's random state
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(flat), batch_size):
             idx = flat[start : start + batch_size]

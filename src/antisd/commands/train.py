@@ -353,7 +353,7 @@ def main(cfg: TrainConfig) -> dict:
     from antisd.evaluation import evaluate
     from antisd.integrations.trl import AntiSDTrainer
     from antisd.runtime import load_model
-    from antisd.runlog import JsonlMetrics, PeriodicEval, ProgressBar, gate_text, model_card, plot_metrics
+    from antisd.runlog import AtTrainBegin, JsonlMetrics, PeriodicEval, ProgressBar, gate_text, model_card, plot_metrics
     from antisd.tasks import load_task
 
     if cfg.dry_run or (cfg.launch_config and torch.cuda.is_available()):
@@ -369,6 +369,7 @@ def main(cfg: TrainConfig) -> dict:
     # 1. Every input is checked before anything is written: paths, the resume point, the trainer config, the task,
     # the model and tokenizer, and finally the trainer itself (which only creates the empty output directory).
     configio.check_output_dir(run_dir, "--output_dir")
+    args = trainer_args(cfg, run_dir)  # first: TrainingArguments sets up the process group that PartialState then reads
     dist = PartialState()  # under torchrun/accelerate every process runs this file; only the main one writes or prints
     say = print if dist.is_main_process else (lambda *a, **k: None)
     resume = resume_point(cfg, run_dir) if cfg.resume else None
@@ -376,7 +377,6 @@ def main(cfg: TrainConfig) -> dict:
         run = rundir.read_run(run_dir)
         say(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
         return json.loads((run_dir / "summary.json").read_text())
-    args = trainer_args(cfg, run_dir)
     check_report_to(cfg)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
     check_task_size(cfg, task)
@@ -393,17 +393,20 @@ def main(cfg: TrainConfig) -> dict:
         """Held-out avg@k, sharded over the processes (all of them call this) and written once."""
         if cfg.eval_k <= 0:
             return None
-        result = evaluate(
-            model, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
-            batch_size=cfg.eval_batch_size, seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
-        )  # fmt: skip
+        with trainer.generation_model() as ready:  # gathered / full parameters under ZeRO-3 / FSDP
+            result = evaluate(
+                ready, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
+                batch_size=cfg.eval_batch_size, seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
+            )  # fmt: skip
         say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
         if dist.is_main_process:
             metrics.write(step, result.metrics())
         evals[step] = result.metrics()
         return evals[step]
 
-    callbacks = [metrics, ProgressBar(cfg.steps, cfg.settings())]
+    # The step-0 evaluation runs once training has prepared the model (ZeRO-3 and FSDP shard it at preparation)
+    evaluate_first = resume is None and reused is None and cfg.eval_k > 0
+    callbacks = [metrics, *([AtTrainBegin(lambda: held_out(0, "before"))] if evaluate_first else []), ProgressBar(cfg.steps, cfg.settings())]
     if cfg.eval_every > 0 and cfg.eval_k > 0:
         callbacks.append(PeriodicEval(cfg.eval_every, lambda step: held_out(step, f"step {step}")))
     existed = run_dir.exists()
@@ -446,19 +449,16 @@ def main(cfg: TrainConfig) -> dict:
         for line in resume.notes:
             say(f"resume: {line}")
 
-    # 3. Evaluate before, train (or, when the newest checkpoint already is the last step, only load it)
-    if resume is None:
-        if reused is not None:
-            say(f"held-out before: avg@{cfg.eval_k} = {reused[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
-            if dist.is_main_process:
-                metrics.write(0, reused)
-        before = reused or held_out(0, "before")
-    else:
-        before = logged_eval(run_dir, 0, cfg.eval_k)
+    # 3. Train (evaluating first, from AtTrainBegin), or, when the newest checkpoint is the last step, only load it
+    if reused is not None:
+        say(f"held-out before: avg@{cfg.eval_k} = {reused[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
+        if dist.is_main_process:
+            metrics.write(0, reused)
     if resume is not None and resume.step >= cfg.steps:
         trainer.load_finished_checkpoint(str(resume.path))  # killed after its last checkpoint: nothing left to train
     else:
         trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+    before = reused or evals.get(0) or logged_eval(run_dir, 0, cfg.eval_k)
     trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
 
     # 4. Evaluate after, summarise, plot, say where everything is

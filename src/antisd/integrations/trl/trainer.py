@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from accelerate.utils import gather_object
 from trl import GRPOTrainer
-from trl.models.utils import disable_gradient_checkpointing
+from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
 
 from antisd import context as ctx
 from antisd import rundir
@@ -113,6 +113,18 @@ class AntiSDTrainer(GRPOTrainer):
     @property
     def gate(self):
         return self.antisd_step.gate
+
+    @contextlib.contextmanager
+    def generation_model(self):
+        """The model ready for ``generate`` outside TRL's own generation (held-out evaluation), as TRL prepares it:
+        parameters gathered under DeepSpeed ZeRO-3, full parameters under FSDP, the plain model otherwise. Under
+        ZeRO-3 or FSDP call it once ``train()`` has prepared the engine (e.g. from ``on_train_begin``)."""
+        with (
+            unwrap_model_for_generation(self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                        gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as model,
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):  # fmt: skip
+            yield model
 
     @property
     def sigma_ref(self):
