@@ -2,6 +2,7 @@
 breakdown and the peak memory of each phase.
 
     .venv/bin/python benchmarks/step_cost.py --model testbed --steps 8
+    .venv/bin/python benchmarks/step_cost.py --model testbed --steps 8 --replay     # every variant, the same rollouts
     .venv/bin/python benchmarks/step_cost.py --model smollm2-135m --task gsm --prompts 4 --G 4 --max_tokens 160 --steps 3
 
 Every variant is built once (same model weights, same data order, same seed); then the steps are interleaved
@@ -12,17 +13,26 @@ thread records the resident set size every 5 ms and keeps the peak of each phase
 min–max spread, and the ratios the issue asks for, all from this one run:
 - (antisd − TRL GRPO) / teacher forward: 1.0 means AntiSD costs exactly its one teacher forward;
 - grpo preset / TRL GRPO: the λ = 0 baseline's overhead.
+
+Without ``--replay`` each variant samples its own rollouts, so after the first update their lengths diverge and
+the ratios mix the method's cost with its trajectory (1.02–1.31 across machines for the same code). With
+``--replay`` the first variant's generation at each step is recorded and every other variant scores exactly those
+completions (same prompts: checked), and the ratios are computed on the step *without* generation; the tokens each
+phase processed are counted, so equal inputs can be seen. Results also go to ``--out``: ``step_cost.json`` and
+``step_cost.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 
 import psutil
 import torch
@@ -37,6 +47,7 @@ class PhaseClock:
         self.stack: list[list] = []  # [name, start, child_time]
         self.times: dict[str, float] = defaultdict(float)
         self.peak: dict[str, float] = defaultdict(float)
+        self.tokens: dict[str, int] = defaultdict(int)
         self._proc, self._stop = psutil.Process(), threading.Event()
         threading.Thread(target=self._sample, daemon=True).start()
 
@@ -61,6 +72,11 @@ class PhaseClock:
     def reset(self):
         self.times.clear()
         self.peak.clear()
+        self.tokens.clear()
+
+    def count(self, tokens: int) -> None:
+        """Tokens processed by the innermost phase (a forward's attention mask, a generation's completions)."""
+        self.tokens[self.stack[-1][0] if self.stack else "other"] += int(tokens)
 
 
 def _wrap(obj, attr: str, clock: PhaseClock, name_of):
@@ -93,8 +109,37 @@ def instrument(trainer, clock: PhaseClock) -> None:
         inside = clock.stack[-1][0] if clock.stack else ""
         return inside if inside in ("teacher_forward", "student_forward") else "student_forward"  # TRL's old log-probs
 
+    forward = trainer._get_per_token_logps_and_entropies
+
+    def counted(model, input_ids, attention_mask, *a, **k):  # wrapped by the phase below: counts under its name
+        clock.count(attention_mask.sum())
+        return forward(model, input_ids, attention_mask, *a, **k)
+
+    trainer._get_per_token_logps_and_entropies = counted
     _wrap(trainer, "_get_per_token_logps_and_entropies", clock, forward_name)
     _wrap(trainer.accelerator, "backward", clock, lambda *a, **k: "backward")
+
+
+def record_or_replay(trainer, clock: PhaseClock, store: dict, first: bool) -> None:
+    """--replay: the first variant's i-th generation is recorded; every other variant gets exactly those completions
+    for its i-th generation (its prompts must be the same)."""
+    generate = trainer._generate_single_turn
+    calls = {"n": 0}
+
+    def wrapped(prompt_ids, *a, **k):
+        i, calls["n"] = calls["n"], calls["n"] + 1
+        if first:
+            ids, logprobs = generate(prompt_ids, *a, **k)
+            store[i] = ([list(p) for p in prompt_ids], [list(c) for c in ids])
+        else:
+            prompts, ids = store[i]
+            if [list(p) for p in prompt_ids] != prompts:
+                raise RuntimeError(f"replay: generation {i} was asked for other prompts than the recorded ones")
+            ids, logprobs = [list(c) for c in ids], None
+        clock.count(sum(len(c) for c in ids))
+        return ids, logprobs
+
+    trainer._generate_single_turn = wrapped
 
 
 def build(variant: str, cfg, model_name: str, task, tok_and_model):
@@ -145,6 +190,7 @@ class Runner:
             t.optimizer.zero_grad()
         total = time.perf_counter() - start
         self.last_loss = loss
+        self.last_tokens = dict(self.clock.tokens)
         return total, dict(self.clock.times), dict(self.clock.peak)
 
 
@@ -161,7 +207,8 @@ def main() -> None:
     p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per step (the loss's batch; generation is unchanged)")
     p.add_argument("--gradient_checkpointing", action="store_true", help="recompute activations in the backward")
     p.add_argument("--score_batch_size", type=int, default=None, help="rows per teacher scoring forward (default: the micro-batch)")
-    p.add_argument("--out", default="runs/bench-step-cost")
+    p.add_argument("--out", default="runs/bench-step-cost", help="directory for step_cost.json and step_cost.md")
+    p.add_argument("--replay", action="store_true", help="every variant scores the first variant's recorded rollouts (ratios without generation)")
     cfg = p.parse_args()
     torch.set_num_threads(cfg.threads)
     from antisd.runtime import load_model
@@ -171,10 +218,13 @@ def main() -> None:
     variants = cfg.variants.split(",")
     clock = PhaseClock()
     runners = {}
+    store: dict = {}
     for v in variants:
         torch.manual_seed(0)
         trainer = build(v, cfg, cfg.model, task, lambda: load_model(cfg.model))
         instrument(trainer, clock)
+        if cfg.replay:
+            record_or_replay(trainer, clock, store, first=v == variants[0])
         runners[v] = Runner(trainer, clock)
     results: dict[str, list] = {v: [] for v in variants}
     for i in range(cfg.steps + 1):  # step 0 warms caches up and is not counted
@@ -182,35 +232,51 @@ def main() -> None:
             torch.manual_seed(1000 + i)
             total, phases, peaks = runners[v].step()
             if i:
-                results[v].append((total, phases, peaks))
+                results[v].append((total, phases, peaks, runners[v].last_tokens))
             print(f"step {i} {v:22s} {total:7.2f} s  peak RSS {max(peaks.values(), default=0):.2f} GB  loss {runners[v].last_loss:+.6f}", file=sys.stderr, flush=True)
     report(results, cfg)
 
 
 def report(results: dict, cfg) -> None:
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
-    print(f"\nmodel {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, grad_accum {cfg.grad_accum}, gradient checkpointing {cfg.gradient_checkpointing}, score batch {cfg.score_batch_size}, {cfg.steps} measured steps per variant, {cfg.threads} threads")
-    print(f"{'variant':22s} {'step s (min–max)':>20s}  " + "  ".join(f"{ph[:12]:>12s}" for ph in PHASES) + "   peak GB")
+    lines = [f"model {cfg.model}, {cfg.prompts}×{cfg.G} rollouts, ≤ {cfg.max_tokens} tokens, grad_accum {cfg.grad_accum}, gradient checkpointing {cfg.gradient_checkpointing}, "
+             f"score batch {cfg.score_batch_size}, {cfg.steps} measured steps per variant, {cfg.threads} threads, {'replayed rollouts' if cfg.replay else 'own rollouts'}"]  # fmt: skip
+    lines.append(f"{'variant':22s} {'step s (min–max)':>20s}  " + "  ".join(f"{ph[:12]:>12s}" for ph in PHASES) + "   peak GB")
     summary = {}
     for v, rows in results.items():
         totals = [r[0] for r in rows]
         phase_med = {ph: med([r[1].get(ph, 0.0) for r in rows]) for ph in PHASES}
+        without_generation = med([r[0] - r[1].get("generation", 0.0) for r in rows])
+        tokens = {ph: med([r[3].get(ph, 0) for r in rows]) for ph in PHASES if any(r[3].get(ph) for r in rows)}
         peak = max(max(r[2].values(), default=0) for r in rows)
-        summary[v] = (med(totals), phase_med, peak)
-        print(f"{v:22s} {med(totals):7.3f} ({min(totals):.3f}–{max(totals):.3f})  " + "  ".join(f"{phase_med[ph]:12.3f}" for ph in PHASES) + f"   {peak:6.2f}")
-    print("\npeak RSS (GB) per phase, max over steps:")
+        summary[v] = {"step": med(totals), "step_without_generation": without_generation, "phases": phase_med, "tokens": tokens, "peak_rss_gb": peak,
+                      "step_min": min(totals), "step_max": max(totals)}  # fmt: skip
+        lines.append(f"{v:22s} {med(totals):7.3f} ({min(totals):.3f}–{max(totals):.3f})  " + "  ".join(f"{phase_med[ph]:12.3f}" for ph in PHASES) + f"   {peak:6.2f}")
+    lines.append("\ntokens per phase (median per step):")
+    for v, sm in summary.items():
+        lines.append(f"  {v:22s} " + "  ".join(f"{ph}={n:.0f}" for ph, n in sm["tokens"].items()))
+    lines.append("\npeak RSS (GB) per phase, max over steps:")
     for v, rows in results.items():
-        print(f"  {v:22s} " + "  ".join(f"{ph}={max(r[2].get(ph, 0) for r in rows):.2f}" for ph in PHASES if any(ph in r[2] for r in rows)))
+        lines.append(f"  {v:22s} " + "  ".join(f"{ph}={max(r[2].get(ph, 0) for r in rows):.2f}" for ph in PHASES if any(ph in r[2] for r in rows)))
     base = summary.get("trl_grpo")
+    key = "step_without_generation" if cfg.replay else "step"
     if base:
-        print()
-        for v, (t, ph, _) in summary.items():
+        lines.append(f"\nratios on the {'step without generation (replayed rollouts)' if cfg.replay else 'whole step'}:")
+        for v, sm in summary.items():
             if v == "trl_grpo":
                 continue
-            line = f"{v:22s} step ratio vs TRL GRPO {t / base[0]:.3f}"
-            if ph["teacher_forward"] > 0:
-                line += f";  (step − TRL GRPO) / teacher forward = {(t - base[0]) / ph['teacher_forward']:.2f}  (1.00 = only the teacher forward added)"
-            print(line)
+            line = f"{v:22s} step ratio vs TRL GRPO {sm[key] / base[key]:.3f}"
+            if sm["phases"]["teacher_forward"] > 0:
+                sm["over_teacher_forward"] = (sm[key] - base[key]) / sm["phases"]["teacher_forward"]
+                line += f";  (step − TRL GRPO) / teacher forward = {sm['over_teacher_forward']:.2f}  (1.00 = only the teacher forward added)"
+            sm["ratio_vs_trl_grpo"] = sm[key] / base[key]
+            lines.append(line)
+    print("\n".join(lines))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "step_cost.json").write_text(json.dumps({"config": vars(cfg), "summary": summary}, indent=2))
+    (out / "step_cost.md").write_text("```\n" + "\n".join(lines) + "\n```\n")
+    print(f"\nwritten: {out / 'step_cost.json'}, {out / 'step_cost.md'}")
 
 
 if __name__ == "__main__":

@@ -259,11 +259,11 @@ def predicted_phase_peaks(shape, micro_batch: int, seq_len: int, teacher_len: in
 
     e = estimate(shape, Launch(gpus=1, gpu_gib=gpu_gib, strategy="ddp", micro_batch=micro_batch, seq_len=seq_len, teacher_seq_len=teacher_len,
                                gradient_checkpointing=True, vllm="none", overhead_gib=0.0))  # fmt: skip
-    static = e["weights"] + e["optimizer"]
+    static = e["weights"] + e["optimizer"]  # gradients were freed (set to None) after the last optimizer step
     return {
-        "teacher_forward": static + e["teacher_forward"] + e["logprob_head"],  # gradients were freed after the last step
-        "training_forward": static + e["activations"] + e["logprob_head"],
-        "backward": static + e["gradients"] + e["activations"] + e["logprob_head"],
+        "teacher_forward": static + e["teacher_forward"] + e["logprob_head"] + e["teacher_mask"],
+        "training_forward": static + e["activations"] + e["logprob_head"] + e["attention_mask"],
+        "backward": static + e["gradients"] + e["activations"] + e["logprob_head"] + e["attention_mask"],
         "preflight_total": e["total"],
     }
 

@@ -26,18 +26,37 @@ def test_parameter_count_by_hand():
 
 
 def test_estimate_terms_by_hand():
-    N = TOY.params()
+    N, VH = TOY.params(), 100 * 8
     launch = pf.Launch(gpus=4, gpu_gib=1.0, strategy="ddp", micro_batch=2, seq_len=10, teacher_seq_len=12, head_tile=4, vllm="none", overhead_gib=0.0)
     est = pf.estimate(TOY, launch)
     assert est["weights"] * GIB == 4 * N and est["gradients"] * GIB == 4 * N and est["optimizer"] * GIB == 8 * N
     assert est["activations"] * GIB == 2 * 10 * 8 * 2 * 2 + 2 * 10 * 34 * 8  # checkpoints + one layer's working set
     assert est["logprob_head"] * GIB == 2 * 4 * 2 * 4 * 100
     assert est["teacher_forward"] * GIB == 2 * 12 * 34 * 8
+    assert est["attention_mask"] * GIB == 2 * 10 * 10 and est["teacher_mask"] * GIB == 2 * 12 * 12  # boolean b·s²
+    assert est["lm_head_grad"] == 0 and est["reduce_bucket"] == 0  # DDP: the head's gradient is in the 4N
+    static = 16 * N
+    training = est["activations"] + est["logprob_head"] + est["attention_mask"]
+    teacher = est["teacher_forward"] + est["logprob_head"] + est["teacher_mask"]
+    assert est["phase_training"] * GIB == pytest.approx(static + training * GIB)
+    assert est["phase_teacher"] * GIB == pytest.approx(static + teacher * GIB)
+    assert est["total"] == max(est["phase_training"], est["phase_teacher"])  # the two phases never coexist
     z3 = pf.estimate(TOY, pf.Launch(gpus=4, strategy="zero3", vllm="none", overhead_gib=0.0, gradient_checkpointing=False, micro_batch=1, seq_len=10))
     assert z3["weights"] * GIB == pytest.approx(2 * N / 4) and z3["optimizer"] * GIB == pytest.approx(12 * N / 4)
-    assert z3["gathered_layers"] * GIB == 4 * TOY.layer_params() and z3["activations"] * GIB == 2 * 10 * 34 * 8
-    off = pf.estimate(TOY, pf.Launch(gpus=4, strategy="zero3", offload_optimizer=True, vllm="none"))
-    assert off["optimizer"] == 0.0
+    assert z3["gradients"] * GIB == pytest.approx(4 * N / 4)  # fp32 gradient partitions: 18 bytes per parameter
+    assert z3["gathered_layers"] * GIB == 4 * max(TOY.layer_params(), VH) == 4 * VH  # the embedding is the largest module
+    assert z3["activations"] * GIB == 2 * 10 * 34 * 8 and z3["lm_head_grad"] * GIB == 4 * VH
+    assert z3["reduce_bucket"] * GIB == 2 * 5e8
+    off = pf.Launch(gpus=4, nodes=2, strategy="zero3", offload_optimizer=True, vllm="none")
+    assert pf.estimate(TOY, off)["optimizer"] == 0.0 and pf.host_offload_gib(TOY, off) * GIB == pytest.approx(16 * N / 2)
+
+
+def test_vllm_room_counts_max_length_sequences_per_instance():
+    shape = pf.load_shape("qwen3-8b", ROOT / "src" / "antisd" / "assets" / "models")
+    launch = pf.Launch(gpus=8, gpu_gib=80, vllm_gpu_memory_utilization=0.3, vllm_tensor_parallel=1, vllm_max_model_len=20480, rollouts_per_step=256)
+    share, weights, kv = pf.vllm_check(shape, launch)
+    room, rollouts = pf.vllm_room(shape, launch)
+    assert room == int((share - weights - 1.0) // kv) == 2 and rollouts == 256 // 8
 
 
 def test_published_parameter_counts():

@@ -5,19 +5,27 @@ with its formula written next to it; the total is compared with the GPU's memory
 refused with the terms that dominate. Bytes per parameter follow the usual mixed-precision accounting
 (ZeRO paper, Rajbhandari et al. 2020): fp32 master weights, bf16 compute copies, two fp32 Adam moments.
 
-Strategies (``strategy``):
+Strategies (``strategy``), N parameters over n GPUs:
 - ``ddp``: every GPU holds fp32 weights (4N), fp32 gradients (4N) and Adam (8N): 16N bytes, unsharded.
-- ``zero2``: bf16 weights replicated (2N); gradients (2N) and fp32 master + Adam (12N) sharded over n GPUs.
-- ``zero3`` / ``fsdp``: everything sharded: (2 + 2 + 12)N/n, plus the gathered bf16 weights of the largest
-  layer twice (current + prefetch); with ``offload_optimizer`` the 12N/n lives in CPU memory.
-Activations (bf16, per GPU, one micro-batch of b sequences of length s, hidden H, L layers):
-- with gradient checkpointing: the layer inputs b·s·H·2·L plus one layer's working set b·s·34·H
-  (Korthikanti et al. 2022, flash/SDPA attention: no s² term);
-- without: L·b·s·34·H.
-The log-prob head is tiled (TRL's fused LM head): one tile of ``head_tile`` positions × V in fp32, ×2 for the
-softmax. The teacher's no-grad forward over (context + prompt + response) keeps one layer's working set.
-vLLM colocated reserves ``vllm_gpu_memory_utilization`` of the GPU; its weights (bf16, over tensor-parallel
-ranks) and the KV cache of one sequence of ``vllm_max_model_len`` tokens must fit inside that share.
+- ``zero2``: bf16 weights replicated (2N); fp32 gradient partitions (4N/n; DeepSpeed reduces bf16 gradients into
+  the fp32 partitions its optimizer steps) and fp32 master + Adam (12N/n); plus the reduce bucket.
+- ``zero3`` / ``fsdp``: everything sharded, (2 + 4 + 12)N/n = 18N/n, plus the gathered bf16 weights of the largest
+  module twice (current + prefetch; the embedding or the LM head, V·H, is larger than any layer) and the reduce
+  bucket; with ``offload_optimizer`` the 12N/n lives in host memory, where the CPU Adam also keeps fp32 gradients:
+  16N over the nodes, reported per node.
+Two phases never coexist in a step: the teacher's no-grad forward (at generation time) and the training forward +
+backward. The total is the static memory plus the larger phase:
+- training: activations (bf16, b sequences of length s, hidden H, L layers; with gradient checkpointing the layer
+  inputs b·s·H·2·L plus one layer's working set b·s·34·H, Korthikanti et al. 2022, flash/SDPA attention, no s²
+  term; without it L·b·s·34·H), the tiled log-prob head (one tile of ``head_tile`` positions × V in fp32, ×2 for the
+  softmax), under sharded strategies the LM head's weight gradient materialised in fp32 at full size (4·V·H,
+  before it is reduce-scattered), and the padded rows' boolean attention mask b·s² bytes;
+- teacher: one layer's working set over (teacher context + response), b·s_t·34·H, the log-prob head tile, the mask
+  b·s_t² bytes.
+vLLM colocated reserves ``vllm_gpu_memory_utilization`` of the GPU; its bf16 weights (over tensor-parallel ranks),
+a reserve for its profiling run and CUDA graphs (``vllm_reserve_gib``) and the KV cache of one sequence of
+``vllm_max_model_len`` tokens must fit inside that share; how many such sequences fit at once is reported against
+the rollouts each vLLM instance generates (fewer means generation in waves: slower, not out of memory).
 """
 
 from __future__ import annotations
@@ -93,41 +101,71 @@ class Launch:
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel: int = 1
     vllm_max_model_len: int = 0
+    vllm_reserve_gib: float = 1.0
+    """Inside vLLM's share: its profiling run's activations and the captured CUDA graphs (an assumption until measured)."""
+    rollouts_per_step: int = 0
+    """Prompts × G of one step (0: unknown): what the vLLM instances generate together."""
+    nodes: int = 1
+    """Machines; the offloaded optimizer state of a node's GPUs lives in that node's host memory."""
+    reduce_bucket_elems: float = 5e8
+    """DeepSpeed's reduce bucket (elements, bf16) under ZeRO-2/3 (its default 5e8: 0.93 GiB)."""
     overhead_gib: float = 3.0
     """CUDA context, NCCL buffers, allocator fragmentation."""
 
 
 def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
-    """Per-GPU memory in GiB, term by term, plus 'total' and 'capacity'."""
+    """Per-GPU memory in GiB, term by term; the two phases; 'total' (static + the larger phase) and 'capacity'."""
     if launch.strategy not in STRATEGIES:
         raise ValueError(f"strategy {launch.strategy!r} is not one of {STRATEGIES}")
-    N, n = shape.params(), launch.gpus
+    N, n, VH = shape.params(), launch.gpus, shape.vocab * shape.hidden
+    sharded = launch.strategy != "ddp"
     if launch.strategy == "ddp":
         weights, grads, optim, gathered = 4 * N, 4 * N, 8 * N, 0
     elif launch.strategy == "zero2":
-        weights, grads, optim, gathered = 2 * N, 2 * N / n, 12 * N / n, 0
+        weights, grads, optim, gathered = 2 * N, 4 * N / n, 12 * N / n, 0
     else:
-        weights, grads, optim, gathered = 2 * N / n, 2 * N / n, 12 * N / n, 2 * 2 * shape.layer_params()
+        weights, grads, optim, gathered = 2 * N / n, 4 * N / n, 12 * N / n, 2 * 2 * max(shape.layer_params(), VH)
     if launch.offload_optimizer:
         if launch.strategy not in ("zero3", "fsdp"):
             raise ValueError("offload_optimizer is modelled for zero3/fsdp only")
         optim = 0
-    b, s, H, L = launch.micro_batch, launch.seq_len, shape.hidden, shape.layers
+    b, s, st, H, L = launch.micro_batch, launch.seq_len, launch.teacher_seq_len, shape.hidden, shape.layers
     layer_work = b * s * 34 * H
-    activations = b * s * H * 2 * L + layer_work if launch.gradient_checkpointing else L * layer_work
     head = 2 * 4 * b * min(launch.head_tile, s) * shape.vocab
-    teacher = b * launch.teacher_seq_len * 34 * H
-    vllm = launch.vllm_gpu_memory_utilization * launch.gpu_gib * GIB if launch.vllm == "colocate" else 0.0
     terms = {
         "weights": weights, "gradients": grads, "optimizer": optim, "gathered_layers": gathered,
-        "activations": activations, "logprob_head": head, "teacher_forward": teacher, "vllm": vllm,
+        "reduce_bucket": 2 * launch.reduce_bucket_elems if launch.strategy in ("zero2", "zero3") else 0.0,
+        "vllm": launch.vllm_gpu_memory_utilization * launch.gpu_gib * GIB if launch.vllm == "colocate" else 0.0,
         "overhead": launch.overhead_gib * GIB,
+        # training phase
+        "activations": b * s * H * 2 * L + layer_work if launch.gradient_checkpointing else L * layer_work,
+        "logprob_head": head,
+        "lm_head_grad": 4 * VH if sharded else 0.0,
+        "attention_mask": b * s * s,
+        # teacher phase
+        "teacher_forward": b * st * 34 * H,
+        "teacher_mask": b * st * st,
     }  # fmt: skip
     out = {k: v / GIB for k, v in terms.items()}
-    out["total"] = sum(out.values())
+    static = sum(out[k] for k in STATIC)
+    out["phase_training"] = static + sum(out[k] for k in TRAINING_PHASE)
+    out["phase_teacher"] = static + out["logprob_head"] + sum(out[k] for k in TEACHER_PHASE)
+    out["total"] = max(out["phase_training"], out["phase_teacher"])
     out["capacity"] = launch.gpu_gib
     out["params_b"] = N / 1e9
     return out
+
+
+STATIC = ("weights", "gradients", "optimizer", "gathered_layers", "reduce_bucket", "vllm", "overhead")
+TRAINING_PHASE = ("activations", "logprob_head", "lm_head_grad", "attention_mask")
+TEACHER_PHASE = ("teacher_forward", "teacher_mask")
+TERMS = (*STATIC, *TRAINING_PHASE, *TEACHER_PHASE)
+
+
+def host_offload_gib(shape: ModelShape, launch: Launch) -> float:
+    """Host memory per node with the optimizer offloaded (pinned): the CPU Adam steps fp32 master weights with fp32
+    gradients and two moments, 16N over the nodes."""
+    return 16 * shape.params() / launch.nodes / GIB if launch.offload_optimizer else 0.0
 
 
 def checkpoint_bytes(n_params: int, deepspeed: bool = False) -> int:
@@ -146,23 +184,35 @@ def vllm_check(shape: ModelShape, launch: Launch) -> tuple[float, float, float]:
     return share, weights, kv
 
 
+def vllm_room(shape: ModelShape, launch: Launch) -> tuple[int, int]:
+    """(max-length sequences whose KV cache fits at once in one vLLM instance, rollouts that instance generates per
+    step; 0 when unknown). An instance spans vllm_tensor_parallel GPUs; the step's rollouts split over the instances."""
+    share, weights, kv = vllm_check(shape, launch)
+    room = max(int((share - weights - launch.vllm_reserve_gib) // kv), 0) if kv > 0 else 0
+    instances = max(launch.gpus // launch.vllm_tensor_parallel, 1)
+    return room, -(-launch.rollouts_per_step // instances) if launch.rollouts_per_step else 0
+
+
 def problems(shape: ModelShape, launch: Launch) -> list[str]:
     """Why the run cannot fit ([] if it can), each with the terms that dominate and a fix."""
     est = estimate(shape, launch)
     found = []
     if est["total"] > est["capacity"]:
-        top = sorted((k for k in est if k not in ("total", "capacity", "params_b")), key=lambda k: -est[k])[:3]
+        phase = "training" if est["phase_training"] >= est["phase_teacher"] else "teacher"
+        terms = STATIC + (TRAINING_PHASE if phase == "training" else ("logprob_head", *TEACHER_PHASE))
+        top = sorted(terms, key=lambda k: -est[k])[:3]
         found.append(
-            f"needs {est['total']:.1f} GiB per GPU, the GPU has {est['capacity']:.0f} GiB (largest: "
+            f"needs {est['total']:.1f} GiB per GPU in the {phase} phase, the GPU has {est['capacity']:.0f} GiB (largest: "
             + ", ".join(f"{k} {est[k]:.1f}" for k in top)
             + "); shard with ZeRO-3/FSDP, enable gradient checkpointing, lower the micro-batch, or move vLLM to server mode"
         )
     if launch.vllm == "colocate":
         share, weights, kv = vllm_check(shape, launch)
-        if weights + kv > share:
+        if weights + launch.vllm_reserve_gib + kv > share:
             found.append(
-                f"colocated vLLM gets {share:.1f} GiB but needs {weights:.1f} GiB of weights + {kv:.1f} GiB of KV cache for one "
-                f"{launch.vllm_max_model_len or shape.max_position}-token sequence; raise vllm_tensor_parallel_size, cap vllm_max_model_len, or use server mode"
+                f"colocated vLLM gets {share:.1f} GiB but needs {weights:.1f} GiB of weights + {launch.vllm_reserve_gib:.1f} GiB of profiling and "
+                f"CUDA-graph reserve + {kv:.1f} GiB of KV cache for one {launch.vllm_max_model_len or shape.max_position}-token sequence; "
+                "raise vllm_tensor_parallel_size, cap vllm_max_model_len, or use server mode"
             )
     return found
 
@@ -181,11 +231,21 @@ def load_shape(model: str, shipped: Path) -> ModelShape:
 def report(name: str, shape: ModelShape, launch: Launch) -> str:
     est = estimate(shape, launch)
     lines = [f"{name}: {est['params_b']:.2f}B params, {launch.gpus}×{launch.gpu_gib:.0f} GiB, {launch.strategy}, micro-batch {launch.micro_batch}, seq {launch.seq_len}, vLLM {launch.vllm}"]
-    for key in ("weights", "gradients", "optimizer", "gathered_layers", "activations", "logprob_head", "teacher_forward", "vllm", "overhead", "total"):
-        lines.append(f"  {key:16s} {est[key]:8.1f} GiB")
+    for group, keys in (("static", STATIC), ("training phase", TRAINING_PHASE), ("teacher phase", TEACHER_PHASE)):
+        lines.append(f"  {group}:")
+        lines += [f"    {key:16s} {est[key]:8.1f} GiB" for key in keys]
+    lines.append(f"  per GPU: training phase {est['phase_training']:.1f} GiB, teacher phase {est['phase_teacher']:.1f} GiB (the phases never coexist)")
+    lines.append(f"  {'total':18s} {est['total']:8.1f} GiB")
+    if launch.offload_optimizer:
+        lines.append(f"  host memory for the offloaded optimizer: {host_offload_gib(shape, launch):.0f} GiB per node (pinned)")
     if launch.vllm == "colocate":
         share, weights, kv = vllm_check(shape, launch)
-        lines.append(f"  vLLM share {share:.1f} GiB ⊇ weights {weights:.1f} + KV(one max-length sequence) {kv:.1f} GiB")
+        lines.append(f"  vLLM share {share:.1f} GiB ⊇ weights {weights:.1f} + reserve {launch.vllm_reserve_gib:.1f} + KV(one max-length sequence) {kv:.1f} GiB")
+        room, rollouts = vllm_room(shape, launch)
+        if rollouts:
+            waves = -(-rollouts // room) if room else float("inf")
+            lines.append(f"  vLLM KV room: {room} max-length sequences at once per instance for {rollouts} rollouts"
+                         + (f": generation in up to {waves} waves when every rollout runs to the limit" if room < rollouts else ""))  # fmt: skip
     bad = problems(shape, launch)
     lines.append("  FITS" if not bad else "  DOES NOT FIT: " + " | ".join(bad))
     return "\n".join(lines)

@@ -294,6 +294,7 @@ def launch_of(cfg: TrainConfig, acc: dict | None = None):
         seq_len=PROMPT_BUDGET + cfg.max_completion_length,
         teacher_seq_len=cfg.settings().max_reprompt_len + cfg.max_completion_length,
         gradient_checkpointing=cfg.gradient_checkpointing, offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
+        rollouts_per_step=rows, nodes=int(acc.get("num_machines", 1)),
         vllm=vllm, vllm_gpu_memory_utilization=cfg.trl_args.get("vllm_gpu_memory_utilization", 0.3),
         vllm_tensor_parallel=cfg.trl_args.get("vllm_tensor_parallel_size", 1), vllm_max_model_len=cfg.trl_args.get("vllm_max_model_length") or 0,
     )  # fmt: skip
@@ -358,7 +359,8 @@ def main(cfg: TrainConfig) -> dict:
 
     if cfg.dry_run or (cfg.launch_config and torch.cuda.is_available()):
         text, bad = preflight(cfg)
-        print(text)
+        if int(os.environ.get("RANK", "0")) == 0:  # every process checks; one prints
+            print(text)
         if bad:
             raise SystemExit(f"antisd train: this run cannot fit: {bad[0]}")
         if cfg.dry_run:
