@@ -282,6 +282,10 @@ def test_a_token_level_estimator_is_refused_with_the_row():
 # --- the trainer's wiring: TransferQueue in, teacher pass on the workers, advantages out ----------------------
 
 
+def nested(rows: list[torch.Tensor]) -> torch.Tensor:
+    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
+
+
 class MemoryTransferQueue:
     """The three TransferQueue calls the trainer makes, in memory: rows of 1-D tensors (nested on the way out)."""
 
@@ -308,6 +312,36 @@ class MemoryTransferQueue:
         for key in keys:
             del self.rows[(partition_id, key)]
 
+    def put_rows(self, partition_id, keys, rows):
+        for key, row in zip(keys, rows):
+            self.rows[(partition_id, key)] = dict(row)
+
+    def stored_keys(self, partition_id) -> list[str]:
+        return [k for p, k in self.rows if p == partition_id]
+
+
+class RealTransferQueue:
+    """verl's own batch store (transfer_queue: a controller and storage units as Ray actors, ZMQ between them), in
+    this one CPU process on a local Ray instance; the same calls as MemoryTransferQueue."""
+
+    def __init__(self):
+        import transfer_queue
+
+        self.tq = transfer_queue
+        self.kv_batch_put, self.kv_batch_get, self.kv_clear = transfer_queue.kv_batch_put, transfer_queue.kv_batch_get, transfer_queue.kv_clear
+
+    def put_rows(self, partition_id, keys, rows):
+        from tensordict import NonTensorStack, TensorDict
+
+        fields = {}
+        for name in rows[0]:
+            values = [r[name] for r in rows]
+            fields[name] = nested(values) if isinstance(values[0], torch.Tensor) else NonTensorStack(*values)
+        self.kv_batch_put(keys=keys, partition_id=partition_id, fields=TensorDict(fields, batch_size=len(rows)))
+
+    def stored_keys(self, partition_id) -> list[str]:
+        return list((self.tq.kv_list(partition_id) or {}).get(partition_id, {}))
+
 
 def full_logp_entropy(model, ids: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """verl's actor output layout: entry j scores token j+1 (the last entry is padding)."""
@@ -327,10 +361,13 @@ class ModelWorkers:
         self.model, self.tq, self.calls = model, tq, []
 
     def compute_log_prob(self, meta):
+        from tensordict import TensorDict
+
         self.calls.append(dict(meta.extra_info))
-        for key in meta.keys:
-            row = self.tq.rows[(meta.partition_id, key)]
-            row["log_probs"], row["entropy"] = full_logp_entropy(self.model, row["input_ids"], meta.extra_info["temperature"])
+        ids = self.tq.kv_batch_get(keys=meta.keys, partition_id=meta.partition_id, select_fields=["input_ids"])["input_ids"].unbind()
+        scored = [full_logp_entropy(self.model, x, meta.extra_info["temperature"]) for x in ids]
+        out = TensorDict({"log_probs": nested([lp for lp, _ in scored]), "entropy": nested([e for _, e in scored])}, batch_size=len(ids))
+        self.tq.kv_batch_put(keys=meta.keys, partition_id=meta.partition_id, fields=out)
         return meta.keys
 
 
@@ -375,8 +412,7 @@ def _put_rollouts(tq, tok, model, step: int):
                            "rm_scores": scores, "old_log_probs": logp[len(prompt) - 1 : len(ids) - 1], "reward": reward})  # fmt: skip
     order = [4, 7, 2, 5, 0, 3, 6, 1]  # groups interleaved, members in reverse generation order
     keys, fields = [keys[i] for i in order], [fields[i] for i in order]
-    for key, f in zip(keys, fields):
-        tq.rows[("train", key)] = {k: v for k, v in f.items() if k != "reward"}
+    tq.put_rows("train", keys, [{k: v for k, v in f.items() if k != "reward"} for f in fields])
     return KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train"), fields
 
 
@@ -396,12 +432,27 @@ def _grpo_into(tq):
     return compute
 
 
+@pytest.fixture(scope="module")
+def real_transfer_queue():
+    """A local Ray instance with TransferQueue initialised (its controller and storage units need logical CPUs:
+    with num_cpus=2 `transfer_queue.init()` waits for ever for their placement)."""
+    import ray
+    import transfer_queue
+
+    ray.init(include_dashboard=False, log_to_driver=False, num_cpus=8)
+    transfer_queue.init()
+    yield RealTransferQueue()
+    transfer_queue.close()
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("store", ["memory", "transfer_queue"])
 @pytest.mark.parametrize("name", ["no_gate", "antisd", "antisd_release"])
-def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_advantages(monkeypatch, name):
+def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_advantages(monkeypatch, request, name, store):
     from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
     model, tok = load_model(str(TESTBED))
-    tq = MemoryTransferQueue()
+    tq = MemoryTransferQueue() if store == "memory" else request.getfixturevalue("real_transfer_queue")
     monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", _grpo_into(tq))
     # no_gate without feedback: the lone correct rollout has no context at all (no term there)
     changes = {"lambda_max": 2.0} | ({"include_feedback": False} if name == "no_gate" else {"gate_warmup_steps": 1})
@@ -440,7 +491,8 @@ def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_
         assert metrics["antisd/gate_on"] == float(expected.gate_on)
         assert metrics["antisd/demo_fraction"] > 0
         assert bool(rows.has_context_B.all()) == (name != "no_gate")
-        assert not any(k[1].endswith("::antisd_teacher") for k in tq.rows), "teacher rows were left in TransferQueue"
+        assert not any(k.endswith("::antisd_teacher") for k in tq.stored_keys("train")), "teacher rows were left in TransferQueue"
+        tq.kv_clear(keys=batch.keys, partition_id="train")
     assert (got - adv).abs().max() > 1e-3, "the per-token term never acted"
     entropy = settings.gate_signal == "teacher_entropy_median"  # the statistic is logged even with the gate off
     assert trainer.actor_rollout_wg.calls[-1] == {"calculate_entropy": entropy, "compute_loss": False, "temperature": 1.0}
@@ -475,3 +527,44 @@ def test_gate_state_round_trips_through_a_checkpoint(tmp_path, monkeypatch):
     resumed.config.trainer.resume_from_path = str(tmp_path / "global_step_9")
     with pytest.raises(FileNotFoundError, match="global_step_9/antisd_state.json"):
         resumed._load_checkpoint()
+
+
+def test_release_microbatch_statistic_is_refused_under_dynamic_batch_sizes():
+    """Issue #20: under use_dynamic_bsz the driver cannot know the update micro-batches, so the release's statistic
+    would silently become one whole-batch mean: refused, naming the fix; the shipped script uses fixed ones."""
+    from antisd.integrations.verl.config import check_batching
+
+    release = preset("antisd_release")
+    with pytest.raises(ValueError, match="use_dynamic_bsz=true makes unknowable on the driver"):
+        check_batching(release, {"use_dynamic_bsz": True, "ppo_micro_batch_size_per_gpu": None})
+    with pytest.raises(ValueError, match="needs actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu"):
+        check_batching(release, {"use_dynamic_bsz": False, "ppo_micro_batch_size_per_gpu": None})
+    check_batching(release, {"use_dynamic_bsz": False, "ppo_micro_batch_size_per_gpu": 2})
+    check_batching(release.replace(warmup_statistic="step_mean"), {"use_dynamic_bsz": True})
+    check_batching(preset("antisd"), {"use_dynamic_bsz": True})
+    cfg = _compose(_script_overrides(ROOT / "scripts" / "verl" / "qwen3_8b_antisd.sh"))
+    check_batching(settings_from_config(cfg.antisd), cfg.actor_rollout_ref.actor)  # the shipped script passes
+    assert cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu == 2 and cfg.actor_rollout_ref.rollout.log_prob_use_dynamic_bsz
+
+
+def test_node_probe_names_what_a_node_cannot_import():
+    """Issue #20: before a verl run, scripts/verl/check_nodes.py imports the plug-in on every Ray node (a local Ray
+    instance here) and names what is missing, instead of verl's bare "Unknown trainer 'antisd_sync'"."""
+    import importlib.util
+
+    import ray
+
+    spec = importlib.util.spec_from_file_location("check_nodes", ROOT / "scripts" / "verl" / "check_nodes.py")
+    check_nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_nodes)
+    started = not ray.is_initialized()  # another test's fixture may hold a local instance already
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=1)
+    try:
+        text, ok = check_nodes.report(check_nodes.check_cluster())
+        assert ok and "antisd.integrations.verl.trainer" in text, text
+        text, ok = check_nodes.report(check_nodes.check_cluster((*check_nodes.MODULES, "antisd_not_installed_here")))
+        assert not ok and "MISSING antisd_not_installed_here (ModuleNotFoundError" in text and "pip install" in text, text
+    finally:
+        if started:
+            ray.shutdown()

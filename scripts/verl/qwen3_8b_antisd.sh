@@ -6,6 +6,9 @@
 # the head:   NNODES=2 TRAIN_FILE=... VAL_FILE=... bash scripts/verl/qwen3_8b_antisd.sh
 # Data: verl parquet files (prompt as chat messages, reward_model.ground_truth, data_source, e.g. "math_dapo").
 # PRESET=antisd for the paper-as-written variant, grpo / sd / sd_jsd for the baselines (docs/verl.md).
+# The update runs in fixed micro-batches of 2 sequences (≤ 2 × 18,432 tokens: the 36,864-token budget the released
+# launcher gives dynamic batching), because the release's warm-up statistic is a mean per *update micro-batch* and
+# the plug-in refuses it under dynamic batch sizes; the log-prob passes (old and teacher) keep dynamic batching.
 set -euo pipefail
 NNODES=${NNODES:-1}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
@@ -36,8 +39,10 @@ ARGS=(
   actor_rollout_ref.actor.optim.lr=1e-6
   actor_rollout_ref.actor.optim.lr_warmup_steps=0
   actor_rollout_ref.actor.ppo_mini_batch_size=32
-  actor_rollout_ref.actor.use_dynamic_bsz=true
-  actor_rollout_ref.actor.ppo_max_token_len_per_gpu=36864
+  actor_rollout_ref.actor.use_dynamic_bsz=false
+  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2
+  actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=true
+  actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=36864
   actor_rollout_ref.actor.use_kl_loss=false
   actor_rollout_ref.actor.entropy_coeff=0
   actor_rollout_ref.actor.loss_agg_mode=token-mean
@@ -65,4 +70,6 @@ ARGS=(
 )
 # END OVERRIDES
 
+# Every node must import the plug-in, or verl only says "Unknown trainer 'antisd_sync'": check first, naming the node.
+python3 "$(dirname "$0")/check_nodes.py"
 exec python3 -m verl.trainer.main_ppo --config-path "$CONFIG_DIR" --config-name antisd_trainer "${ARGS[@]}" "$@"

@@ -68,3 +68,19 @@ def config_group_yaml() -> str:
         lines.append(f"  # {docs.get(f.name, '')}")
         lines.append(f"  {f.name}: null")
     return "\n".join(lines) + "\n"
+
+
+def check_batching(settings: AntiSDSettings, actor: Mapping) -> None:
+    """Refuse the release's micro-batch warm-up statistic where the actor's update micro-batches are not fixed:
+    under ``use_dynamic_bsz`` verl packs them by tokens on each worker, and the driver, which computes the statistic,
+    cannot know them (the statistic would silently become one mean over the whole batch)."""
+    uses = settings.warmup_statistic == "release_microbatch" and settings.needs_warmup
+    if uses and actor.get("use_dynamic_bsz"):
+        raise ValueError(
+            "antisd.warmup_statistic='release_microbatch' (the antisd_release preset) averages teacher perplexity per update micro-batch, "
+            "which actor_rollout_ref.actor.use_dynamic_bsz=true makes unknowable on the driver: set use_dynamic_bsz=false with "
+            "ppo_micro_batch_size_per_gpu=N (the log-prob passes may keep rollout.log_prob_use_dynamic_bsz=true), or "
+            "antisd.warmup_statistic=step_mean"
+        )
+    if uses and not actor.get("ppo_micro_batch_size_per_gpu"):
+        raise ValueError("antisd.warmup_statistic='release_microbatch' needs actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu (the update micro-batch)")

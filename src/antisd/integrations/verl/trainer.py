@@ -28,7 +28,7 @@ from verl.workers.utils.padding import response_from_nested, response_to_nested
 from antisd import context as ctx
 from antisd import rundir
 from antisd.integrations.verl import batch as vb
-from antisd.integrations.verl.config import settings_from_config
+from antisd.integrations.verl.config import check_batching, settings_from_config
 from antisd.step import AntiSDStep
 from antisd.tasks import cut_after_last_boxed
 
@@ -54,6 +54,7 @@ class AntiSDTrainer(PPOTrainerSync):
         settings = settings_from_config(config.get("antisd"))  # refuse bad settings before verl starts Ray and workers
         if settings.control:
             raise NotImplementedError("antisd.control (the experimental control-subtracted preset) is implemented for the TRL trainer only")
+        check_batching(settings, config.actor_rollout_ref.actor)
         super().__init__(config)
         self.antisd_settings = settings
         self.antisd_step = AntiSDStep(settings)
@@ -127,7 +128,7 @@ class AntiSDTrainer(PPOTrainerSync):
 
     def _microbatches(self, n: int) -> torch.Tensor:
         """[B] the actor micro-batch of each row (the balanced batch is split in order over ranks, then micro-batches);
-        only the release's micro-batch warm-up statistic reads it."""
+        only the release's micro-batch warm-up statistic reads it, and ``check_batching`` ensures they are fixed."""
         size = self.config.actor_rollout_ref.actor.get("ppo_micro_batch_size_per_gpu") or n
         return torch.arange(n) // size
 
