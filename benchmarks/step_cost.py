@@ -12,7 +12,9 @@ forward, separate student forward, loss forward, backward, optimizer; "other" is
 thread records the resident set size every 5 ms and keeps the peak of each phase. It prints medians with their
 min–max spread, and the ratios the issue asks for, all from this one run:
 - (antisd − TRL GRPO) / teacher forward: 1.0 means AntiSD costs exactly its one teacher forward;
-- grpo preset / TRL GRPO: the λ = 0 baseline's overhead.
+- grpo preset / TRL GRPO: the λ = 0 baseline's overhead;
+- the teacher sources (``--variants trl_grpo,antisd,antisd_frozen_teacher,antisd_ema_teacher``): a kept teacher's
+  extra memory shows in the peak, an EMA teacher's update after each optimizer step in ``teacher_update``.
 
 Without ``--replay`` each variant samples its own rollouts, so after the first update their lengths diverge and
 the ratios mix the method's cost with its trajectory (1.02–1.31 across machines for the same code). With
@@ -37,7 +39,7 @@ from pathlib import Path
 import psutil
 import torch
 
-PHASES = ("generation", "reward", "context", "teacher_forward", "student_forward", "loss_forward", "backward", "optimizer", "other")
+PHASES = ("generation", "reward", "context", "teacher_forward", "student_forward", "loss_forward", "backward", "optimizer", "teacher_update", "other")
 
 
 class PhaseClock:
@@ -93,7 +95,7 @@ def instrument(trainer, clock: PhaseClock) -> None:
     calls = {"score": 0}
     _wrap(trainer, "_generate", clock, lambda *a, **k: "generation")
     _wrap(trainer, "_calculate_rewards", clock, lambda *a, **k: "reward")
-    for attr in ("_teacher_texts", "_tokenize_teacher"):
+    for attr in ("_rollouts", "_tokenize_teacher"):
         if hasattr(trainer, attr):
             _wrap(trainer, attr, clock, lambda *a, **k: "context")
     if hasattr(trainer, "_score"):
@@ -148,7 +150,7 @@ def build(variant: str, cfg, model_name: str, task, tok_and_model):
 
     from antisd.commands.train import TrainConfig, trainer_args, trl_kwargs
     from antisd.integrations.trl import AntiSDTrainer
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     model, tok = tok_and_model()
     name, _, flag = variant.partition("+")
@@ -163,7 +165,7 @@ def build(variant: str, cfg, model_name: str, task, tok_and_model):
         args.score_student_separately = True
     args.score_batch_size = cfg.score_batch_size
     args.antisd = preset(name).replace(gate_warmup_steps=1) if preset(name).needs_warmup else preset(name)
-    return AntiSDTrainer(model=model, reward_funcs=[task.reward_fn()], args=args, train_dataset=data, processing_class=tok, demonstration_cutter=task.cut_demonstration)
+    return AntiSDTrainer(model=model, reward_funcs=[task.reward_fn()], args=args, train_dataset=data, processing_class=tok, cut_demonstration=task.cut_demonstration)
 
 
 class Runner:
@@ -188,6 +190,9 @@ class Runner:
                 loss += float(t.training_step(t.model, next(self.batches), None))
             t.optimizer.step()
             t.optimizer.zero_grad()
+            if hasattr(t, "antisd_teacher"):  # what the trainer's callback does after every optimizer step (EMA teacher)
+                with self.clock.phase("teacher_update"):
+                    t.antisd_teacher.after_optimizer_step(t.model)
         total = time.perf_counter() - start
         self.last_loss = loss
         self.last_tokens = dict(self.clock.tokens)
@@ -211,7 +216,7 @@ def main() -> None:
     p.add_argument("--replay", action="store_true", help="every variant scores the first variant's recorded rollouts (ratios without generation)")
     cfg = p.parse_args()
     torch.set_num_threads(cfg.threads)
-    from antisd.runtime import load_model
+    from antisd.infra.models import load_model
     from antisd.tasks import load_task
 
     task = load_task(cfg.task, seed=0, n_heldout=4)

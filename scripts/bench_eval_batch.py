@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from antisd.evaluation import evaluate
-from antisd.runtime import load_model
+from antisd.evaluation.heldout import evaluate
+from antisd.infra.models import load_model
 from antisd.tasks import countdown_task
 
 

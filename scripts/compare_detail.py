@@ -14,9 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from antisd import stats
-
-
+from antisd.evaluation import stats
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.open() if line.strip()] if path.exists() else []
 

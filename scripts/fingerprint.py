@@ -1,7 +1,12 @@
-"""Seeded e2e runs through the CLI; dumps every [B,T] advantage tensor reaching TRL's loss and metrics.jsonl."""
+"""Seeded e2e runs through the CLI; dumps every [B,T] advantage tensor reaching TRL's loss and metrics.jsonl.
+
+    python scripts/fingerprint.py OUT_DIR [BASELINE/fingerprint.json]
+
+With a baseline (a fingerprint.json written by an earlier version), says whether every advantage and every metric
+value is bit-identical, metric names mapped through METRICS_RENAMED (renames of #21)."""
 import json, sys, hashlib
 from pathlib import Path
-sys.path.insert(0, "/work/main/tests")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import torch
 from antisd import cli
 from antisd.integrations.trl import AntiSDTrainer
@@ -30,7 +35,21 @@ for name, extra in runs.items():
             "--max_completion_length", "12", "--eval_k", "1", "--eval_problems", "2", "--save_steps", "1", "--steps", "3", *extra]
     assert cli.main(argv) == 0
     lines = [json.loads(l) for l in (d / "metrics.jsonl").read_text().splitlines()]
-    for l in lines: l.pop("perf/step_seconds", None); [l.pop(k) for k in list(l) if "runtime" in k or "per_second" in k or k.startswith("perf/")]
+    for l in lines: l.pop("time", None); [l.pop(k) for k in list(l) if "runtime" in k or "per_second" in k or k.startswith("perf/")]
     res[name] = {"adv": [a.tolist() for a in seen], "metrics": lines}
 (out / "fingerprint.json").write_text(json.dumps(res, sort_keys=True))
 print(hashlib.sha256((out / "fingerprint.json").read_bytes()).hexdigest())
+
+METRICS_RENAMED = {"antisd/demo_fraction": "antisd/demonstration_fraction", "antisd/demo_truncated": "antisd/demonstration_truncated"}
+if len(sys.argv) > 2:
+    base = json.loads(Path(sys.argv[2]).read_text())
+    differ = []
+    for name, old in base.items():
+        new = res.get(name)
+        rows = [{METRICS_RENAMED.get(k, k): v for k, v in l.items() if k != "time"} for l in old["metrics"]]
+        if new is None or old["adv"] != new["adv"]:
+            differ.append(f"{name}: advantages")
+        elif json.dumps(rows, sort_keys=True) != json.dumps(new["metrics"], sort_keys=True):
+            differ.append(f"{name}: metrics")
+    print("bit-identical to the baseline on every run" if not differ else f"DIFFERENT: {differ}")
+    sys.exit(1 if differ else 0)

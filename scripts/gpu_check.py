@@ -51,8 +51,8 @@ TINY_SHAPE = {"vocab_size": 640, "hidden_size": 64, "num_hidden_layers": 2, "num
 
 def part_numerics(device: str) -> dict:
     from antisd import core
-    from antisd.settings import preset
-    from antisd.step import AntiSDStep, StepInputs
+    from antisd.method.settings import preset
+    from antisd.method.step import AntiSDStep, StepInputs
 
     gen = torch.Generator().manual_seed(0)
     B, T, V = 8, 64, 4096
@@ -197,7 +197,7 @@ def build_trainer(variant: str, model, tok, rows: list[dict], response_len: int,
     from datasets import Dataset
 
     from antisd.integrations.trl import AntiSDConfig, AntiSDTrainer
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     gen = torch.Generator().manual_seed(7)
     vocab = len(tok)
@@ -217,9 +217,9 @@ def build_trainer(variant: str, model, tok, rows: list[dict], response_len: int,
     tokenize = trainer._tokenize_teacher
 
     def tokenize_and_measure(*a, **k):  # the teacher's sequence length (prompt + demonstration + feedback + response)
-        ids, mask, truncated = tokenize(*a, **k)
+        ids, mask = tokenize(*a, **k)
         trainer.teacher_width = ids.shape[1]
-        return ids, mask, truncated
+        return ids, mask
 
     trainer._tokenize_teacher = tokenize_and_measure
     return trainer
@@ -255,7 +255,7 @@ def measure_variant(trainer, meter: PhaseMeter, steps: int) -> dict:
 def predicted_phase_peaks(shape, micro_batch: int, seq_len: int, teacher_len: int, gpu_gib: float) -> dict:
     """The preflight's terms for one GPU (no sharding, no vLLM, no overhead: max_memory_allocated excludes the CUDA
     context), grouped by the phase in which they coexist."""
-    from antisd.preflight import Launch, estimate
+    from antisd.infra.preflight import Launch, estimate
 
     e = estimate(shape, Launch(gpus=1, gpu_gib=gpu_gib, strategy="ddp", micro_batch=micro_batch, seq_len=seq_len, teacher_seq_len=teacher_len,
                                gradient_checkpointing=True, vllm="none", overhead_gib=0.0))  # fmt: skip
@@ -271,8 +271,8 @@ def predicted_phase_peaks(shape, micro_batch: int, seq_len: int, teacher_len: in
 def part_cost(device: str, out: Path, tiny: bool) -> dict:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from antisd.preflight import ModelShape
-    from antisd.runtime import load_model
+    from antisd.infra.preflight import ModelShape
+    from antisd.infra.models import load_model
 
     _, tok = load_model("testbed")  # token ids only: the model's vocabulary is the real one, the ids come from here
     shapes = {"tiny": TINY_SHAPE} if tiny else {name: json.loads((ROOT / "src/antisd/assets/models" / f"{name}.json").read_text()) for name in SHAPES}

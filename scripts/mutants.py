@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # The oracle runs first, so a wiring error it catches is reported as killed by it.
-TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_wiring.py", "tests/test_control.py"]
+TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_wiring.py", "tests/test_control.py",
+         "tests/test_teacher_pass.py"]
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,15 @@ class Mutant:
 
 
 TRAINER = "src/antisd/integrations/trl/trainer.py"
-STEP = "src/antisd/step.py"
-CONTEXT = "src/antisd/context.py"
+STEP = "src/antisd/method/step.py"
+CONTEXT = "src/antisd/method/context.py"
+MODES = "src/antisd/method/modes.py"
+PASS = "src/antisd/method/teacher_pass.py"
+TEACHERS = "src/antisd/method/teachers.py"
 MUTANTS = [
     # the 7 trainer wiring errors of issue #10
-    Mutant("teacher_shift", TRAINER, "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1), entropy)",
-           "teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1) + 1, True); teacher_logp_BT, teacher_ent_BT = teacher_logp_BT[:, :-1], teacher_ent_BT[:, :-1]",
+    Mutant("teacher_shift", TRAINER, "return self._score(ids, mask, completion_ids.size(1), entropy, model=model)",
+           "logp, ent = self._score(ids, mask, completion_ids.size(1) + 1, True, model=model); return logp[:, :-1], ent[:, :-1]",
            "teacher log-probs shifted by one token"),
     Mutant("self_demo", CONTEXT, "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)",
            "picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold, exclude_self=False)",
@@ -48,11 +52,11 @@ MUTANTS = [
     Mutant("feedback_swap", CONTEXT, "feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect",
            "feedback = s.feedback_incorrect if rewards[g] >= s.success_threshold else s.feedback_correct",
            "correct/incorrect feedback swapped"),
-    Mutant("gate_student_ppl", STEP, 'teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B',
-           'student_ppl_B if s.gate_signal == "teacher_ppl" else teacher_ppl_B', "the PPL gate reads the student's PPL"),
-    Mutant("tau_rearm", STEP, "else s.gate_down_ratio * warm", "else s.gate_up_ratio * warm", "τ from the re-arm ratio"),
-    Mutant("no_generation_prompt", CONTEXT, "tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=True,",
-           "tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=False,", "add_generation_prompt=False on the teacher prompt"),
+    Mutant("gate_student_ppl", MODES, 'return ppl_statistic(teacher_ppl_B, mask_BT, settings.ppl_spike, reducer)',
+           'return ppl_statistic(student_ppl_B, mask_BT, settings.ppl_spike, reducer)', "the PPL gate reads the student's PPL"),
+    Mutant("tau_rearm", MODES, "else s.lambda_tau_ratio * m", "else s.gate_up_ratio * m", "τ from the re-arm ratio"),
+    Mutant("no_generation_prompt", CONTEXT, "tokenizer.apply_chat_template(prompt, add_generation_prompt=True,",
+           "tokenizer.apply_chat_template(prompt, add_generation_prompt=False,", "add_generation_prompt=False on the teacher prompt"),
     Mutant("right_padded_teacher", TRAINER, "[i, width - len(r) :]", "[i, : len(r)]", "teacher prompt right-padded"),
     # the 4 core errors that survived the old fixtures
     Mutant("spike_ge", "src/antisd/core/shaping.py", "torch.where(ppl_B.float() > ppl_spike", "torch.where(ppl_B.float() >= ppl_spike",
@@ -68,7 +72,7 @@ MUTANTS = [
     Mutant("zscore_unbiased", "src/antisd/core/masked.py", "return masked_mean(centred.square(), mask_BT, dim).sqrt()",
            "return (masked_sum(centred.square(), mask_BT, dim) / (mask_BT.bool().sum() if dim is None else mask_BT.bool().sum(dim=dim)).sub(1).clamp(min=1)).sqrt()",
            "unbiased instead of population std"),
-    Mutant("outlier_k", STEP, "k_sigma=s.outlier_k,", "k_sigma=s.outlier_k + 1.0,", "outlier threshold off by σ"),
+    Mutant("outlier_k", MODES, "k_sigma=s.outlier_k,", "k_sigma=s.outlier_k + 1.0,", "outlier threshold off by σ"),
     Mutant("microbatch_lower_median", STEP, "local = upper_median(self.microbatch_warm_values)",
            "local = statistics.median_low(self.microbatch_warm_values)", "release warm statistic: lower instead of upper median"),
     Mutant("context_not_excluded", STEP, 'if x.has_context_B is not None and s.signal != "no_teacher":', "if False:",
@@ -80,21 +84,28 @@ MUTANTS = [
            "source = texts[picks[g]]", "the control teacher sees the row's own sibling (u − u_control ≡ 0)"),
     Mutant("control_sign", STEP, "u_BT = u_BT - token_pmi(control_logp_BT, student_logp_BT, mask_BT)",
            "u_BT = u_BT + token_pmi(control_logp_BT, student_logp_BT, mask_BT)", "u + u_control instead of u − u_control"),
-    Mutant("control_lost_at_loss", TRAINER, 'out["antisd_control_logp"] = control_logp_BT', 'out["antisd_control_logp"] = teacher_logp_BT',
+    Mutant("control_lost_at_loss", TRAINER, 'out["antisd_control_logp"] = teacher.control_logp_BT', 'out["antisd_control_logp"] = teacher.teacher_logp_BT',
            "the loss-time composition gets the teacher's log-probs as the control's"),
     # the three kinds of wiring error of issue #19, killed by tests/test_wiring.py and tests/test_oracle.py
-    Mutant("step_stat_mean", STEP, "return values.median().item() if values.numel()", "return values.mean().item() if values.numel()",
+    Mutant("step_stat_mean", MODES, "return values.median().item() if values.numel()", "return values.mean().item() if values.numel()",
            "gate statistic: mean of token entropies instead of the median"),
     Mutant("ppl_warm_mean", STEP, "self.ppl_warm = statistics.median(finite) if finite else math.nan",
            "self.ppl_warm = statistics.fmean(finite) if finite else math.nan", "warm teacher PPL m: mean of the warm-up steps instead of the median"),
-    Mutant("gate_stat_local", STEP, "values = reducer.gather(teacher_ent_BT[mask_BT.bool()].float())",
-           "values = teacher_ent_BT[mask_BT.bool()].float()", "entropy gate statistic from this process's rows only"),
+    Mutant("gate_stat_local", MODES, "values = reducer.gather(teacher_entropy_BT[mask_BT.bool()].float())",
+           "values = teacher_entropy_BT[mask_BT.bool()].float()", "entropy gate statistic from this process's rows only"),
     Mutant("sigma_ref_local", STEP, "self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))",
            "self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, LOCAL))", "σ_ref from this process's rows only"),
-    Mutant("ppl_stat_local", STEP, "total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])",
-           "total, count = LOCAL.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])", "PPL gate statistic and warm PPL (τ) from this process's rows only"),
+    Mutant("ppl_stat_local", MODES, "total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])",
+           "total, count = [float(ppl_B[keep_B].double().sum().item()), float(keep_B.sum().item())]", "PPL gate statistic and warm PPL (τ) from this process's rows only"),
     Mutant("teacher_with_grad", TRAINER, "with torch.no_grad(), checkpointing:", "with checkpointing:",
            "the teacher forward runs with gradient (the advantages would carry it into the loss)"),
+    # the one teacher pass and the teacher sources of issue #21, killed by tests/test_teacher_pass.py
+    Mutant("context_rows_with_padding", PASS, '"rows": sum(real),', '"rows": len(real),', "context fractions counted over padding rows too"),
+    Mutant("ema_weights_swapped", TEACHERS, "add_(p.detach().to(t.device, t.dtype), alpha=1.0 - self.decay)",
+           "add_(p.detach().to(t.device, t.dtype), alpha=self.decay)", "EMA step with the decay on the wrong side"),
+    Mutant("frozen_scores_live", TRAINER, "with self.antisd_teacher.scoring(self.model) as model:", "with contextlib.nullcontext(self.model) as model:",
+           "the teacher pass scores with the live policy whatever the teacher source"),
+    Mutant("teacher_not_restored", TRAINER, "self.antisd_teacher.load(Path(checkpoint))", "pass", "a resumed run keeps a fresh teacher copy"),
 ]
 
 

@@ -36,7 +36,7 @@ def antisd_advantages(self, prompts, out):
     result = original_adv(self, prompts, out)
     step, offset, batch = str(self.state.global_step), self.accelerator.process_index * len(prompts), self.last_antisd_batch
     log["gate"][step] = batch.gate_on
-    log["teacher"].setdefault(step, {}).update({str(offset + i): t for i, t in enumerate(batch.teacher_texts)})
+    log["teacher"].setdefault(step, {}).update({str(offset + i): t for i, t in enumerate(batch.teacher_prompts)})
     log["lam"].setdefault(step, {}).update({str(offset + i): v for i, v in enumerate(batch.lam_B.tolist())})
     return result
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from antisd import cli, rundir
+from antisd import cli
+
+from antisd.infra import rundir
 from antisd.integrations.trl import AntiSDTrainer
 
 STAGE, STEP = os.environ.get("ANTISD_FAULT", ""), int(os.environ.get("ANTISD_FAULT_STEP", "0"))

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from antisd import cli
-
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
 
@@ -48,7 +47,7 @@ def _files(tmp: Path) -> dict[str, Path]:
 
     import shutil
 
-    from antisd.runtime import shipped_model_dir
+    from antisd.infra.models import shipped_model_dir
 
     broken = tmp / "broken_model"
     shutil.copytree(shipped_model_dir(), broken)
@@ -158,7 +157,12 @@ CASES = [
     # --- antisd pmi ---
     (["pmi", "--problems", "-1"], "--problems must be ≥ 1, got -1"),
     (["pmi", "--G", "1"], "--G must be ≥ 2, got 1"),
-    (["pmi", "--context", "bogus"], "--context must be one of ['group', 'reference', 'group_then_reference'], got 'bogus'"),
+    (["pmi", "--context", "bogus"], "--context must be one of ['', 'group', 'reference', 'group_then_reference'], got 'bogus'"),
+    (["pmi", "--settings_from", "{missing}"], "not a training run directory (no run.json)"),
+    (["pmi", "--preset", "antisd_relase"], "--preset must be one of"),
+    ([*T, "--antisd_solution_source", "group_only"], "--antisd_solution_source was renamed --antisd_demonstration_source"),
+    ([*T, "--antisd_teacher", "none"], "antisd_lambda_max=0.5 needs a teacher pass: set antisd_teacher=live"),
+    ([*T, "--antisd_teacher_ema_decay", "1.0"], "antisd_teacher_ema_decay must be in [0, 1), got 1.0"),
     (["pmi", "--temperature", "0"], "--temperature must be a finite number > 0"),
     (["pmi", "--max_new_tokens", "0"], "--max_new_tokens must be ≥ 1"),
     (["pmi", "--skip_first", "-1"], "--skip_first must be ≥ 0"),

@@ -10,7 +10,7 @@ import pytest
 
 from antisd import cli
 from antisd.commands import compare
-from antisd.settings import preset
+from antisd.method.settings import preset
 from tiny import make_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def test_mechanisms_report_paired_differences(tmp_path):
 
 
 def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tmp_path):
-    from antisd import configio
+    from antisd.infra import configio
     from antisd.commands import train
 
     source = tmp_path / "first"

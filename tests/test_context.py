@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from antisd import context as ctx
-
-
+from antisd.method import context as ctx
 def test_select_demonstrations_first_other_correct_sibling():
     rewards = [1, 0, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     assert ctx.select_demonstrations(rewards, 4) == [2, 0, 0, 0, None, None, None, None, 9, 8, 8, 8]
@@ -62,7 +60,7 @@ def test_strip_thinking():
 def test_demonstration_cleaner_cuts_and_budgets():
     cleaner = ctx.DemonstrationCleaner(
         tokenize=lambda s: list(s), detokenize=lambda ids: "".join(ids), max_tokens=10,
-        cut_after_answer=lambda s: s.split("END")[0] + "END",
+        cut_demonstration=lambda s: s.split("END")[0] + "END",
     )  # fmt: skip
     assert cleaner("abcEND tail junk") == ("abcEND", False)
     text, cut = cleaner("0123456789abcdefEND")
@@ -70,12 +68,12 @@ def test_demonstration_cleaner_cuts_and_budgets():
 
 
 def _builder(settings, tokenize=lambda s: s.split()):
-    cleaner = ctx.DemonstrationCleaner(tokenize=tokenize, detokenize=" ".join, max_tokens=settings.max_solution_tokens)
+    cleaner = ctx.DemonstrationCleaner(tokenize=tokenize, detokenize=" ".join, max_tokens=settings.max_demonstration_tokens)
     return ctx.TeacherContextBuilder(settings, cleaner)
 
 
 def test_builder_picks_siblings_by_group_id_wherever_they_sit():
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     texts = ["a0", "b0", "a1", "b1"]
     rewards = [0.0, 1.0, 1.0, float("nan")]
@@ -85,11 +83,11 @@ def test_builder_picks_siblings_by_group_id_wherever_they_sit():
     assert "Your previous attempt:\n\na1" in teacher[0][-1]["content"]  # its group's correct member
     assert "Your previous attempt" not in teacher[2][-1]["content"]  # the lone correct one never sees itself
     assert "Your previous attempt:\n\nb0" in teacher[3][-1]["content"] and "Previous assessment" not in teacher[3][-1]["content"]
-    assert stats["has_context"] == [True, True, True, True] and stats["demo"] == 2
+    assert stats["has_context"] == [True, True, True, True] and sum(stats["demonstration_rows"]) == 2
 
 
 def test_builder_flags_rows_without_any_context():
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     s = preset("antisd").replace(include_feedback=False)
     teacher, stats = _builder(s).build(range(2), ["P", "P"], [None, None], ["x", "y"], [0.0, 0.0], [0, 0])
@@ -103,18 +101,18 @@ def test_release_message_list_keeps_everything_but_the_last_message():
 
 
 def test_release_demonstration_budget_depends_on_the_prompt():
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     s = preset("antisd_release").replace(max_reprompt_len=320)
     builder = _builder(s)
     prompt = "w " * 10  # 10 tokens; feedback line 6 tokens ⇒ 320 − 10 − 6 − 300 = 4 < 128 ⇒ the floor, 128
-    assert builder._demo_budget(prompt.strip(), "Your answer is correct.") == 128
-    assert _builder(s.replace(max_reprompt_len=4096))._demo_budget("w", None) == 3072
-    assert _builder(preset("antisd"))._demo_budget(prompt, "x") == 3072  # the paper preset: always max_solution_tokens
+    assert builder._demonstration_budget(prompt.strip(), "Your answer is correct.") == 128
+    assert _builder(s.replace(max_reprompt_len=4096))._demonstration_budget("w", None) == 3072
+    assert _builder(preset("antisd"))._demonstration_budget(prompt, "x") == 3072  # the paper preset: always max_demonstration_tokens
 
 
 def test_teacher_prompt_ids_match_trl_string_tokenization_and_release_truncation():
-    from antisd.settings import preset
+    from antisd.method.settings import preset
 
     class Tok:
         def __call__(self, text, add_special_tokens=True):

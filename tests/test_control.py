@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from antisd import cli
-from antisd.runtime import load_model
+from antisd.infra.models import load_model
 from antisd.tasks import countdown as cd
 from tests.test_oracle import FEEDBACK_BAD, FEEDBACK_OK, G, PROMPTS, forward_logp_entropy, fp32_close, grpo_advantages, record, teacher_user_text  # noqa: F401
 

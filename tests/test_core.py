@@ -9,8 +9,6 @@ import torch
 
 import reference as ref
 from antisd import core
-
-
 def _batch(seed: int, B: int = 6, T: int = 9, V: int | None = None):
     g = torch.Generator().manual_seed(seed)
     teacher = -torch.rand(B, T, generator=g) * 8

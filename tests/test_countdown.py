@@ -93,8 +93,8 @@ def test_gsm_task_offline_with_reference_solutions():
 
 
 def test_models_registry_errors(monkeypatch, tmp_path):
-    from antisd.runtime import load_model
-    from antisd.models import install
+    from antisd.infra.models import load_model
+    from antisd.infra.models import install
 
     monkeypatch.setenv("ANTISD_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="antisd models install smollm2-135m"):
@@ -145,7 +145,7 @@ def test_trace_stats_count_tries_and_deliberation_lines():
 def test_evaluation_reports_length_and_trace_stats_sharded_or_not(monkeypatch):
     """eval/mean_length and eval/tries are means over every sample, the same whether one process evaluates all
     problems or two processes each take half and gather."""
-    from antisd import evaluation
+    from antisd.evaluation import heldout as evaluation
     from antisd.tasks import countdown_task
 
     task = countdown_task(n_train=4, n_heldout=3)

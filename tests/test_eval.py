@@ -7,7 +7,7 @@ import json
 import pytest
 
 from antisd import cli
-from antisd.benchmarks import load_benchmark
+from antisd.evaluation.sets import load_benchmark
 from antisd.commands.eval import majority
 
 

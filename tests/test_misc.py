@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from antisd import configio
+from antisd.infra import configio
 from antisd.core.passk import pass_at_k
-from antisd.settings import PRESETS, preset
+from antisd.method.settings import PRESETS, preset
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "antisd"
 
@@ -77,7 +77,7 @@ def test_every_preset_builds_a_valid_trainer_config(tmp_path):
 
 
 def test_math_grade_requires_boxed_final_answer():
-    from antisd.rewards import last_boxed, math_grade
+    from antisd.tasks.math_grading import last_boxed, math_grade
 
     assert last_boxed("a \\boxed{\\frac{1}{2}} b \\boxed{3}") == "3"
     assert last_boxed("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
@@ -91,7 +91,6 @@ def test_math_grade_requires_boxed_final_answer():
 def test_every_command_help_prints_every_field(command, capsys):
     """`--help` must work for every command: a '%' in a field docstring once broke argparse's formatter."""
     from antisd import cli
-
     with pytest.raises(SystemExit) as exit_info:
         cli.main([*command, "--help"])
     assert exit_info.value.code == 0
@@ -103,7 +102,7 @@ def test_gate_state_is_told_the_same_way_everywhere():
     """The progress bar, the summary and the model card tell the gate's state from one source: a preset without a
     gate never reads 'gate on' in one place and 'off' in another (issue #19)."""
     from antisd.core import SchmittGate
-    from antisd.runlog import _bar_gate, gate_text
+    from antisd.infra.runlog import _bar_gate, gate_text
 
     def gate(s, warm: float | None, active: bool):
         g = SchmittGate(warmup_steps=s.gate_warmup_steps if s.needs_warmup else 0)

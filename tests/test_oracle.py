@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from antisd import cli
 from antisd.integrations.trl import AntiSDTrainer
-from antisd.runtime import load_model
+from antisd.infra.models import load_model
 from antisd.tasks import countdown as cd
 
 pytestmark = [pytest.mark.slow, pytest.mark.exact]
@@ -56,6 +56,7 @@ def record(monkeypatch):
             keep = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
             rec["gen"].append({"weights": weights, "prompts": [x["prompt"] for x in inputs]} | {k: out[k].clone() for k in keep})
             rec["batch"].append(self.last_antisd_batch)
+            rec["teacher_in"].append(copy.deepcopy(self.last_antisd_batch.teacher_prompts))
         return out
 
     def rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -63,11 +64,10 @@ def record(monkeypatch):
         rec["rewards"].append(r.clone())
         return r
 
-    def tokenize(self, teacher, completion_ids, completion_mask):
-        ids, mask, truncated = orig_tok(self, teacher, completion_ids, completion_mask)
-        rec["teacher_in"].append(copy.deepcopy(teacher))
+    def tokenize(self, prompt_ids, completion_ids, completion_mask):
+        ids, mask = orig_tok(self, prompt_ids, completion_ids, completion_mask)
         rec["teacher_tok"].append((ids.clone(), mask.clone()))
-        return ids, mask, truncated
+        return ids, mask
 
     def loss(self, model, inputs):
         result = orig_loss(self, model, inputs)  # read after: the per-token term may be composed inside the loss
@@ -335,11 +335,11 @@ def test_step_matches_the_oracle_exactly_at_its_thresholds():
     """The two comparisons an end-to-end run never hits exactly (real statistics never equal a threshold):
     the gate closes only when the statistic is *below* τ_down (Eq. 7), and λ_i is zeroed only *above* the PPL
     spike (digest §3.3 step 9). Crafted batches put the statistic exactly on each threshold."""
-    from antisd.settings import preset
-    from antisd.step import AntiSDStep, StepInputs
+    from antisd.method.settings import preset
+    from antisd.method.step import AntiSDStep, StepInputs
 
     def batch(teacher_logp: float, entropy: float, B: int = 2, T: int = 4) -> StepInputs:
-        return StepInputs(torch.zeros(B), torch.full((B, T), teacher_logp), torch.full((B, T), -1.5), torch.ones(B, T), torch.full((B, T), entropy))
+        return StepInputs(seq_adv_B=torch.zeros(B), teacher_logp_BT=torch.full((B, T), teacher_logp), student_logp_BT=torch.full((B, T), -1.5), response_mask_BT=torch.ones(B, T), teacher_entropy_BT=torch.full((B, T), entropy))
 
     # gate: warm value 100, τ_down = 0.5 · 100 = 50 exactly (both exact in binary floating point)
     step = AntiSDStep(preset("antisd").replace(gate_warmup_steps=1, gate_down_ratio=0.5))

@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from antisd import cli, pmi
-from antisd.scoring import score
+from antisd import cli
+
+from antisd.evaluation import pmi_report as pmi
+from antisd.evaluation.scoring import score
 
 
 class BigramModel(torch.nn.Module):

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from antisd import cli, configio
-from antisd import preflight as pf
+from antisd import cli
+
+from antisd.infra import configio
+from antisd.infra import preflight as pf
 from antisd.commands import train
 
 GIB = 2**30
@@ -105,7 +107,7 @@ def test_dry_run_cli_prints_and_exits(capsys):
 def test_loader_keeps_fp32_master_weights_from_a_bf16_checkpoint(tmp_path):
     from tiny import make_tiny_model
 
-    from antisd.runtime import check_training_precision, load_model
+    from antisd.infra.models import check_training_precision, load_model
 
     src = make_tiny_model(tmp_path / "tiny")
     bf16_dir = tmp_path / "bf16"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from antisd import cli
-
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1")
@@ -37,7 +36,7 @@ def test_readme_python_example_runs_as_written(tmp_path):
 
 
 def test_example_config_is_valid_and_dry_runs(capsys):
-    from antisd import configio
+    from antisd.infra import configio
     from antisd.commands import train
 
     path = ROOT / "configs" / "examples" / "train.yaml"

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from antisd import cli, configio
+from antisd import cli
+
+from antisd.infra import configio
 from antisd.commands import train
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs" / "recipes").glob("*.yaml"))

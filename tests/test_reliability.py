@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from antisd import cli, rundir
+from antisd import cli
 
+from antisd.infra import rundir
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 RUN = ["train", "--model", "testbed", "--preset", "antisd_release", "--antisd_gate_warmup_steps", "1", "--steps", "5",

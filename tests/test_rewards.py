@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from antisd.rewards import BoundedRunner, last_boxed, marked_answer, math_grade, math_grade_detail
+from antisd.tasks.math_grading import BoundedRunner, last_boxed, marked_answer, math_grade, math_grade_detail
 
 TABLE = [
     # (response, gold, reward)
@@ -85,7 +85,7 @@ def test_grading_works_from_a_thread():
 
 
 def test_unparseable_gold_is_reported_even_without_a_boxed_answer():
-    from antisd.rewards import math_grade_detail
+    from antisd.tasks.math_grading import math_grade_detail
 
     for text in ("no answer here", "\\boxed{3}"):
         g = math_grade_detail(text, "\\frac{")
@@ -96,7 +96,7 @@ def test_a_dead_grading_worker_is_replaced():
     import os
     import signal
 
-    from antisd.rewards import _RUNNER, math_grade_detail
+    from antisd.tasks.math_grading import _RUNNER, math_grade_detail
 
     assert math_grade_detail("\\boxed{2}", "2").reason == "correct"
     for proc in list(getattr(_RUNNER._executor(), "_processes", {}).values()):
@@ -108,7 +108,7 @@ def test_math_verify_internal_timeout_is_reported_as_timeout(monkeypatch):
     import math_verify
     from math_verify.errors import TimeoutException
 
-    from antisd.rewards import _verify
+    from antisd.tasks.math_grading import _verify
 
     def slow(*args, **kwargs):
         raise TimeoutException("Timeout during comparison")
@@ -120,7 +120,7 @@ def test_math_verify_internal_timeout_is_reported_as_timeout(monkeypatch):
 def test_hash_answer_regex_is_linear():
     import time
 
-    from antisd.rewards import marked_answer
+    from antisd.tasks.math_grading import marked_answer
 
     text = "\n" * 32000 + "#### 72\n" + " \n" * 32000
     start = time.perf_counter()
@@ -129,7 +129,7 @@ def test_hash_answer_regex_is_linear():
 
 
 def test_a_100k_digit_gold_is_parsed():
-    from antisd.rewards import math_grade_detail
+    from antisd.tasks.math_grading import math_grade_detail
 
     big = "9" * 100_000
     assert math_grade_detail(f"\\boxed{{{big}}}", big).reason == "correct"
@@ -140,7 +140,7 @@ def test_a_step_of_64_adversarial_completions_finishes_within_its_deadline():
     remaining call is a timeout at once. Stated bound: the deadline + 15 s (worker start-up and one kill)."""
     import time
 
-    from antisd.rewards import grade_parallel, math_grade_detail
+    from antisd.tasks.math_grading import grade_parallel, math_grade_detail
 
     tower = "\\boxed{" + "9^{" * 40 + "9" + "}" * 40 + "}"  # a power tower: sympy's evaluation does not finish
     items = [(tower, "1")] * 64
@@ -171,7 +171,7 @@ def test_unparseable_gold_is_counted_on_the_training_path(tmp_path):
 
 
 def test_unparseable_gold_stops_held_out_evaluation_naming_the_problem(tmp_path, monkeypatch):
-    from antisd import evaluation
+    from antisd.evaluation import heldout as evaluation
     from antisd.tasks import EvalItem, Task, load_task
 
     task = load_task(str(_gold_rows(tmp_path)))
@@ -202,7 +202,7 @@ def test_unparseable_gold_is_excluded_and_reported_by_antisd_eval(tmp_path, monk
     f.write_text("".join(_json.dumps(r) + "\n" for r in [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "Broken gold", "answer": "\\frac{"}] * 5))
     monkeypatch.setattr(eval_command, "generate", lambda cfg, model, tok, prompts, k: [["no boxed answer"] * k for _ in prompts])
     cfg = eval_command.EvalConfig(benchmarks=["math500"], data=[f"math500={f}"], k=1, problems=0)
-    from antisd.benchmarks import load_benchmark
+    from antisd.evaluation.sets import load_benchmark
 
     result = eval_command.evaluate_benchmark(cfg, None, Tok(), "math500", load_benchmark("math500", str(f)))
     assert result["excluded"] and all(x["reason"] == "gold_unparseable" for x in result["excluded"])

@@ -1,4 +1,4 @@
-"""antisd.stats and the comparison's primary metric, intervals, multiplicity and seed plan, on hand-made curves."""
+"""antisd.evaluation.stats and the comparison's primary metric, intervals, multiplicity and seed plan, on hand-made curves."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from antisd import stats
+from antisd.evaluation import stats
 from antisd.commands import compare
 from tests.test_compare import _write_run
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from antisd.settings import AntiSDSettings, preset
-from antisd.step import AntiSDStep, StepInputs
+from antisd.method.settings import AntiSDSettings, preset
+from antisd.method.step import AntiSDStep, StepInputs
 
 
 pytestmark = pytest.mark.exact  # numerical comparisons: rerun under other CPU kernels (Makefile)
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.exact  # numerical comparisons: rerun under other CPU k
 
 def _inputs(teacher_logp_BT, student_logp_BT, **kw) -> StepInputs:
     B, T = teacher_logp_BT.shape
-    return StepInputs(torch.zeros(B), teacher_logp_BT, student_logp_BT, torch.ones(B, T), torch.full((B, T), 0.5), **kw)
+    return StepInputs(seq_adv_B=torch.zeros(B), teacher_logp_BT=teacher_logp_BT, student_logp_BT=student_logp_BT, response_mask_BT=torch.ones(B, T), teacher_entropy_BT=torch.full((B, T), 0.5), **kw)
 
 
 def _uniform(ppl_B: list[float], T: int = 4) -> torch.Tensor:

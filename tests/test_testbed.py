@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from antisd.context import ContextTemplates
+from antisd.method.context import ContextTemplates
 from antisd.tasks import countdown as cd
 from antisd.testbed.build import make_example
 from antisd.testbed.check import conditions
@@ -72,7 +72,7 @@ def test_shipped_model_loads_offline_and_writes_traces():
 
     import torch
 
-    from antisd.runtime import load_model
+    from antisd.infra.models import load_model
     from antisd.testbed import shipped_model_dir
 
     model, tok = load_model("testbed")
@@ -100,7 +100,7 @@ def test_shipped_v2_model_is_the_documented_recipe_and_searches():
 
     import torch
 
-    from antisd.runtime import load_model, shipped_model_dir
+    from antisd.infra.models import load_model, shipped_model_dir
 
     recipe = json.loads((shipped_model_dir("testbed-v2") / "antisd_build.json").read_text())
     documented = Path(__file__).resolve().parents[1] / "docs" / "testbed.md"
@@ -126,7 +126,6 @@ def test_testbed_build_cli_is_deterministic_for_a_seed(tmp_path):
     from safetensors.torch import load_file
 
     from antisd import cli
-
     args = ["--steps", "3", "--batch_size", "4", "--hidden_size", "32", "--num_layers", "1", "--vocab_size", "300"]
     for name in ("a", "b"):
         assert cli.main(["testbed", "build", "--seed", "7", "--out", str(tmp_path / name), *args]) == 0

@@ -73,12 +73,12 @@ def test_resume_restores_gate_without_new_warmup(tiny_model, tmp_path, capture):
     assert capture["batches"][-1][0].gate_on == resumed["gate"]["active"] or resumed["gate"]["lag"] == 1
 
 
-def test_grpo_preset_is_plain_trl_unless_diagnostics_are_asked(tiny_model, tmp_path, capture):
+def test_grpo_preset_is_plain_trl_unless_given_a_teacher(tiny_model, tmp_path, capture):
     _run(tiny_model, tmp_path / "grpo", "grpo", "--steps", "1")
     assert capture["batches"] == [] and capture["loss_inputs"][0]["advantages"].dim() == 1  # no teacher, TRL's [B]
     lines = [json.loads(x) for x in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert not any(k.startswith("antisd/") for line in lines for k in line)
-    _run(tiny_model, tmp_path / "grpo-diag", "grpo", "--steps", "1", "--antisd_diagnostics", "true")
+    _run(tiny_model, tmp_path / "grpo-diag", "grpo", "--steps", "1", "--antisd_teacher", "live", "--antisd_diagnostics", "true")
     batch, _, _ = capture["batches"][0]
     loss_in = capture["loss_inputs"][1]
     assert loss_in["advantages"].dim() == 2
@@ -98,7 +98,7 @@ def test_run_directory_contents(tiny_model, tmp_path, capsys):
         assert (out / name).exists(), name
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     keys = set().union(*lines)
-    for key in ("reward/reward", "antisd/u_mean", "antisd/frac_u_neg", "antisd/gate_on", "antisd/demo_fraction", "eval/avg@1", "train/entropy"):
+    for key in ("reward/reward", "antisd/u_mean", "antisd/frac_u_neg", "antisd/gate_on", "antisd/demonstration_fraction", "eval/avg@1", "train/entropy"):
         assert key in keys, key
     assert "signal: antisd" in (out / "config.yaml").read_text()
 
@@ -144,8 +144,8 @@ def test_teacher_prompt_over_budget_is_truncated_and_counted(tiny_model, tmp_pat
 def test_nonfinite_logprobs_are_dropped_and_counted(tiny_model, tmp_path, capture, monkeypatch):
     original = AntiSDTrainer._score
 
-    def poisoned(self, ids, mask, n, entropy=True):
-        logp, ent = original(self, ids, mask, n, entropy)
+    def poisoned(self, ids, mask, n, entropy=True, model=None):
+        logp, ent = original(self, ids, mask, n, entropy, model=model)
         logp[0, 0] = float("-inf")  # one valid token of the first rollout (the teacher; the student comes from the loss)
         return logp, ent
 
@@ -166,15 +166,15 @@ def test_category_means_are_logged_every_n_steps(tiny_model, tmp_path):
 
 
 def test_reference_solution_fallback_is_a_named_option(tiny_model, tmp_path, capture):
-    _run(tiny_model, tmp_path / "ref", "antisd", "--steps", "1", "--task", "gsm", "--antisd_solution_source", "group_then_reference")
+    _run(tiny_model, tmp_path / "ref", "antisd", "--steps", "1", "--task", "gsm", "--antisd_demonstration_source", "group_then_reference")
     batch, _, _ = capture["batches"][0]
     # a random model solves nothing, so every teacher prompt falls back to the worked solution
-    assert all("Your previous attempt:" in m[-1]["content"] and "\\boxed{" in m[-1]["content"] for m in batch.teacher_texts)
+    assert all("Your previous attempt:" in m[-1]["content"] and "\\boxed{" in m[-1]["content"] for m in batch.teacher_prompts)
     lines = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert [x["antisd/reference_fraction"] for x in lines if "antisd/reference_fraction" in x] == [1.0]
     _run(tiny_model, tmp_path / "grp", "antisd", "--steps", "1", "--task", "gsm")  # default: group_only
     batch, _, _ = capture["batches"][1]
-    assert not any("Your previous attempt:" in m[-1]["content"] for m in batch.teacher_texts)
+    assert not any("Your previous attempt:" in m[-1]["content"] for m in batch.teacher_prompts)
 
 
 @pytest.mark.parametrize(
@@ -332,7 +332,7 @@ def test_trainer_built_from_python_refuses_adamw_on_bf16_weights(tiny_model, tmp
     from datasets import Dataset
 
     from antisd.integrations.trl import AntiSDConfig
-    from antisd.runtime import load_model
+    from antisd.infra.models import load_model
     from antisd.tasks import load_task
 
     model, tok = load_model(str(tiny_model))

@@ -17,8 +17,8 @@ import threading
 import pytest
 import torch
 
-from antisd.settings import preset
-from antisd.step import LOCAL, AntiSDStep, StepInputs
+from antisd.method.settings import preset
+from antisd.method.step import LOCAL, AntiSDStep, StepInputs
 
 pytestmark = pytest.mark.exact  # numerical comparisons: rerun under other CPU kernels (Makefile)
 
@@ -35,7 +35,7 @@ def test_step_gate_statistic_is_the_lower_median_of_token_entropies():
     """The paper's statistic is a median (torch's: the lower one for an even count), not a mean."""
     step = AntiSDStep(preset("antisd").replace(gate_warmup_steps=2))
     entropy_BT = torch.tensor([[0.1, 0.2], [0.9, 1.6]])
-    x = StepInputs(torch.zeros(2), torch.full((2, 2), -1.0), torch.full((2, 2), -1.0), torch.ones(2, 2), entropy_BT)
+    x = StepInputs(seq_adv_B=torch.zeros(2), teacher_logp_BT=torch.full((2, 2), -1.0), student_logp_BT=torch.full((2, 2), -1.0), response_mask_BT=torch.ones(2, 2), teacher_entropy_BT=entropy_BT)
     assert step.decide(x).statistic == pytest.approx(0.2)  # mean 0.7, median of the middle two 0.55
 
 
@@ -47,7 +47,7 @@ def test_warm_values_over_four_distinct_warmup_steps_are_medians():
     step = AntiSDStep(s)
     entropies, ppls = [0.1, 0.9, 0.5, 0.6], [1.2, 2.0, 1.5, 2.6]
     for h, p in zip(entropies, ppls):
-        step(StepInputs(torch.zeros(2), _uniform([p, p]), _uniform([2.0, 2.0]), torch.ones(2, 4), torch.full((2, 4), h)))
+        step(StepInputs(seq_adv_B=torch.zeros(2), teacher_logp_BT=_uniform([p, p]), student_logp_BT=_uniform([2.0, 2.0]), response_mask_BT=torch.ones(2, 4), teacher_entropy_BT=torch.full((2, 4), h)))
     assert step.gate.warm == pytest.approx(statistics.median(entropies)) == pytest.approx(0.55)  # mean 0.525
     assert step.ppl_warm == pytest.approx(statistics.median(ppls)) == pytest.approx(1.75)  # mean 1.825
     assert step.tau() == pytest.approx(0.93 * 1.75)
@@ -102,7 +102,7 @@ def _steps_on_two_shards(settings, batches: list[tuple[StepInputs, StepInputs]])
 
 def _union(a: StepInputs, b: StepInputs) -> StepInputs:
     cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
-    return StepInputs(*(cat(getattr(a, f), getattr(b, f)) for f in ("seq_adv_B", "teacher_logp_BT", "student_logp_BT", "response_mask_BT", "teacher_entropy_BT")))
+    return StepInputs(**{f: cat(getattr(a, f), getattr(b, f)) for f in ("seq_adv_B", "teacher_logp_BT", "student_logp_BT", "response_mask_BT", "teacher_entropy_BT")})
 
 
 def _batch(gen: torch.Generator, B: int, T: int, entropy: tuple[float, float], u_spread: float, teacher_ppl: float) -> StepInputs:
@@ -111,7 +111,7 @@ def _batch(gen: torch.Generator, B: int, T: int, entropy: tuple[float, float], u
     u_BT = (torch.rand(B, T, generator=gen) * 2 - 1) * u_spread
     teacher_BT = torch.full((B, T), -math.log(teacher_ppl)) + 0.05 * (torch.rand(B, T, generator=gen) - 0.5)
     adv_B = torch.randn(B, generator=gen)
-    return StepInputs(adv_B, teacher_BT, teacher_BT - u_BT, torch.ones(B, T), lo + (hi - lo) * torch.rand(B, T, generator=gen))
+    return StepInputs(seq_adv_B=adv_B, teacher_logp_BT=teacher_BT, student_logp_BT=teacher_BT - u_BT, response_mask_BT=torch.ones(B, T), teacher_entropy_BT=lo + (hi - lo) * torch.rand(B, T, generator=gen))
 
 
 def _assert_shards_equal_union(settings, batches):

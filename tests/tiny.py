@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from antisd.context import ContextTemplates
+from antisd.method.context import ContextTemplates
 from antisd.tasks import countdown as cd
 from antisd.testbed.build import build_model, build_tokenizer, make_example
 

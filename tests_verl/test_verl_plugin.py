@@ -31,9 +31,9 @@ from antisd import cli
 from antisd.integrations.trl import AntiSDTrainer as TRLTrainer
 from antisd.integrations.verl import batch as vb
 from antisd.integrations.verl.config import CONFIG_DIR, CONFIG_NAME, config_group_yaml, settings_from_config
-from antisd.runtime import load_model
-from antisd.settings import PRESETS, preset
-from antisd.step import AntiSDStep, StepInputs
+from antisd.infra.models import load_model
+from antisd.method.settings import PRESETS, preset
+from antisd.method.step import AntiSDStep, StepInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTBED = ROOT / "src" / "antisd" / "assets" / "testbed"
@@ -92,6 +92,11 @@ def test_config_group_overrides_and_refusals():
 
     with pytest.raises(NotImplementedError, match="TRL trainer only"):  # refused before verl starts anything
         AntiSDTrainer(OmegaConf.create({"antisd": {"preset": "antisd_control_experimental"}}))
+    for teacher in ("ema", "frozen"):  # a kept teacher needs a second model on the actor workers
+        with pytest.raises(NotImplementedError, match=f"antisd.teacher={teacher} is implemented for the TRL trainer only.*actor workers"):
+            AntiSDTrainer(OmegaConf.create({"antisd": {"preset": "antisd", "teacher": teacher}}))
+    with pytest.raises(KeyError, match="antisd_solution_source was renamed antisd_demonstration_source"):
+        settings_from_config({"solution_source": "group_only"})
 
 
 def _script_overrides(path: Path) -> list[str]:
@@ -173,27 +178,22 @@ def _plugin_on(step: AntiSDStep, data: DataProto, tok, entropy: bool):
     t = data.batch
     texts = vb.decode_responses(tok, t["responses"], t["response_mask"])
     rewards = vb.sequence_rewards(t["rm_scores"], t["response_mask"])
-    rows = vb.teacher_rows(
-        _builder(step.settings, tok), tok, list(data.non_tensor_batch["raw_prompt"]), texts, rewards, list(data.non_tensor_batch["uid"]),
-        t["responses"], t["response_mask"].sum(dim=1), order_B=vb.rollout_order(list(data.non_tensor_batch["key"])),
-    )  # fmt: skip
+    tpass = _teacher_pass(step.settings, tok)
+    rows = tpass.inputs(vb.rollouts(
+        list(data.non_tensor_batch["raw_prompt"]), texts, rewards, list(data.non_tensor_batch["uid"]), order_B=vb.rollout_order(list(data.non_tensor_batch["key"])),
+    ))  # fmt: skip
     out = vb.apply_step(
-        step, t["advantages"], t["teacher_logp"], t["old_log_probs"], t["response_mask"], rows.has_context_B,
+        step, t["advantages"], t["teacher_logp"], t["old_log_probs"], t["response_mask"], torch.tensor(rows.has_context),
         t["teacher_entropy"] if entropy else None, t["microbatch"],
     )  # fmt: skip
-    return rows, out
+    return rows, out, tpass.context_metrics(rows, None)
 
 
-def _builder(settings, tok):
-    from antisd import context as ctx
+def _teacher_pass(settings, tok):
+    from antisd.method.teacher_pass import TeacherPass
     from antisd.tasks import countdown as cd
 
-    cleaner = ctx.DemonstrationCleaner(
-        tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"], detokenize=lambda ids: tok.decode(ids, skip_special_tokens=True),
-        max_tokens=settings.max_solution_tokens, cut_after_answer=cd.truncate_demonstration if settings.cut_demonstration else None,
-        remove_thinking=settings.remove_thinking,
-    )  # fmt: skip
-    return ctx.TeacherContextBuilder(settings, cleaner)
+    return TeacherPass(settings, tok, cut_demonstration=cd.truncate_demonstration)
 
 
 @pytest.mark.parametrize("name", ["antisd", "antisd_release"])
@@ -208,10 +208,11 @@ def test_plugin_advantages_equal_the_step_and_the_trl_trainer(tmp_path, monkeypa
         b = rec["batch"]
         perm = torch.randperm(len(b.rewards), generator=torch.Generator().manual_seed(k))
         data = _dataproto(rec, tok, perm)
-        rows, out = _plugin_on(plugin_step, data, tok, entropy)
+        rows, out, context_metrics = _plugin_on(plugin_step, data, tok, entropy)
         mask_BT = data.batch["response_mask"].bool()
         # the TRL trainer's teacher contexts, row for row
-        assert rows.prompts == [b.teacher_texts[i] for i in perm.tolist()], f"step {k}: teacher prompts differ from TRL's"
+        assert rows.prompts == [b.teacher_prompts[i] for i in perm.tolist()], f"step {k}: teacher prompts differ from TRL's"
+        assert rows.prompt_ids == [b.teacher_inputs.prompt_ids[i] for i in perm.tolist()], f"step {k}: teacher token ids differ from TRL's"
         # the TRL trainer's advantages, on every response token
         trl_BT = b.advantages_BT[perm]
         assert torch.equal(out.advantages_BT[mask_BT], trl_BT[mask_BT].float()), f"step {k}: advantages differ from TRL's"
@@ -220,11 +221,12 @@ def test_plugin_advantages_equal_the_step_and_the_trl_trainer(tmp_path, monkeypa
         inv = torch.argsort(perm)
         direct = vb.apply_step(
             shared_step, t["advantages"][inv], t["teacher_logp"][inv], t["old_log_probs"][inv], t["response_mask"][inv],
-            rows.has_context_B[inv], t["teacher_entropy"][inv] if entropy else None, t["microbatch"][inv],
+            torch.tensor(rows.has_context)[inv], t["teacher_entropy"][inv] if entropy else None, t["microbatch"][inv],
         )  # fmt: skip
         assert torch.equal(direct.advantages_BT[inv.argsort()], out.advantages_BT), f"step {k}: plug-in differs from the shared step"
         # the metrics TRL logged for the step
-        for key, value in (out.metrics | rows.metrics).items():
+        assert set(context_metrics) <= set(rec["metrics"]), "a context metric of the plug-in is missing from TRL's"
+        for key, value in (out.metrics | context_metrics).items():
             if key in rec["metrics"] and not (isinstance(value, float) and math.isnan(value)):
                 assert value == pytest.approx(rec["metrics"][key], rel=1e-5, abs=1e-6), f"step {k}: {key}"
         assert out.gate_on == b.gate_on
@@ -257,7 +259,7 @@ def test_groups_split_across_workers_get_their_own_siblings():
     texts = [f"try {i} answer: {u}{i}" for i, u in enumerate(uids)]
     prompts = [[{"role": "user", "content": f"problem {u}"}] for u in uids]
     responses = torch.tensor([tok(t, add_special_tokens=False)["input_ids"][:3] for t in texts])
-    rows = vb.teacher_rows(_builder(settings, tok), tok, prompts, texts, rewards, uids, responses, torch.full((12,), 3))
+    rows = _teacher_pass(settings, tok).inputs(vb.rollouts(prompts, texts, rewards, uids))
     for i, (u, msgs) in enumerate(zip(uids, rows.prompts)):
         user = msgs[-1]["content"]
         assert user.startswith(f"problem {u}")
@@ -265,7 +267,7 @@ def test_groups_split_across_workers_get_their_own_siblings():
         demos = [j for j in range(12) if f"\n{texts[j]}\n" in user]
         assert demos == correct_others[:1], f"row {i}: demonstration {demos}, expected the first other correct row of group {u}"
         assert ("Your answer is correct." in user) == (rewards[i] >= 1.0)
-    assert rows.has_context_B.all()  # every row has feedback
+    assert all(rows.has_context)  # every row has feedback
     # verl's synthetic padding rows: no feedback, never a demonstration, no term
     rewards_pad = vb.sequence_rewards(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.ones(2, 2), [False, True])
     assert rewards_pad[0] == 1.0 and math.isnan(rewards_pad[1])
@@ -468,11 +470,10 @@ def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_
         # the same step, recomputed here: teacher prompts by uid in generation order, one unpadded forward per row
         responses = [f["responses"] for f in fields]
         rewards = [f["reward"] for f in fields]
-        rows = vb.teacher_rows(
-            trainer._antisd_builder(), tok, [f["raw_prompt"] for f in fields], [tok.decode(r.tolist(), skip_special_tokens=True) for r in responses],
-            rewards, [f["uid"] for f in fields], torch.nn.utils.rnn.pad_sequence(responses, batch_first=True), torch.tensor([len(r) for r in responses]),
-            order_B=vb.rollout_order(batch.keys),
-        )  # fmt: skip
+        rows = trainer.teacher_pass.inputs(vb.rollouts(
+            [f["raw_prompt"] for f in fields], [tok.decode(r.tolist(), skip_special_tokens=True) for r in responses],
+            rewards, [f["uid"] for f in fields], order_B=vb.rollout_order(batch.keys),
+        ))  # fmt: skip
         teacher, entropy = [], []
         for prompt, r in zip(rows.prompt_ids, responses):
             logp, ent = full_logp_entropy(model, torch.tensor(prompt + r.tolist()), 1.0)
@@ -483,14 +484,14 @@ def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_
         scores = pad([f["rm_scores"] for f in fields])
         adv, _ = compute_grpo_outcome_advantage(scores, mask_BT.float(), np.array([f["uid"] for f in fields], dtype=object))
         expected = vb.apply_step(
-            reference, adv, pad(teacher), pad([f["old_log_probs"] for f in fields]), mask_BT, rows.has_context_B,
+            reference, adv, pad(teacher), pad([f["old_log_probs"] for f in fields]), mask_BT, torch.tensor(rows.has_context),
             pad(entropy) if settings.gate_signal == "teacher_entropy_median" else None, torch.arange(8) // 4,
         )  # fmt: skip
         assert torch.isfinite(got).all() and torch.isfinite(expected.advantages_BT).all(), (got.isnan().sum(), expected.advantages_BT.isnan().sum(), step)
         torch.testing.assert_close(got, expected.advantages_BT, atol=1e-5, rtol=1e-5)
         assert metrics["antisd/gate_on"] == float(expected.gate_on)
-        assert metrics["antisd/demo_fraction"] > 0
-        assert bool(rows.has_context_B.all()) == (name != "no_gate")
+        assert metrics["antisd/demonstration_fraction"] > 0
+        assert all(rows.has_context) == (name != "no_gate")
         assert not any(k.endswith("::antisd_teacher") for k in tq.stored_keys("train")), "teacher rows were left in TransferQueue"
         tq.kv_clear(keys=batch.keys, partition_id="train")
     assert (got - adv).abs().max() > 1e-3, "the per-token term never acted"
@@ -512,7 +513,7 @@ def test_gate_state_round_trips_through_a_checkpoint(tmp_path, monkeypatch):
     gen = torch.Generator().manual_seed(0)
     for _ in range(4):  # calibrate: warm values, σ_ref, the gate's thresholds
         t = -torch.rand(6, 10, generator=gen) * 2
-        trainer.antisd_step(StepInputs(torch.randn(6, generator=gen), t, t - torch.rand(6, 10, generator=gen), torch.ones(6, 10)))
+        trainer.antisd_step(StepInputs(seq_adv_B=torch.randn(6, generator=gen), teacher_logp_BT=t, student_logp_BT=t - torch.rand(6, 10, generator=gen), response_mask_BT=torch.ones(6, 10)))
     trainer.global_steps = 3
     trainer._save_checkpoint()
     assert saved == [3] and (tmp_path / "global_step_3" / "antisd_state.json").exists()

@@ -74,7 +74,7 @@ def _help_requested(rest: list[str]) -> bool:
 
 
 def _models(rest: list[str]) -> int:
-    from antisd.models import REGISTRY, install, listing
+    from antisd.infra.models import REGISTRY, install, listing
 
     usage = MODELS_USAGE.format(names=", ".join(sorted(REGISTRY)))
     if not rest or _help_requested(rest):
@@ -94,8 +94,7 @@ def _models(rest: list[str]) -> int:
 
 
 def _testbed(rest: list[str]) -> int:
-    from antisd import configio
-
+    from antisd.infra import configio
     if not rest:
         raise UsageError("antisd testbed needs a sub-command: build or check (antisd testbed --help)")
     sub, args = rest[0], rest[1:]

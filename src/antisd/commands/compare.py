@@ -8,13 +8,13 @@ interrupted one resumes from its last checkpoint), and ``--report_only true`` re
 The report (``report.md`` + ``report.png``) gives: accuracy curves with per-seed spread; the primary metric, the
 area under the held-out accuracy curve (AUC: mean avg@k over the evaluation points), with each variant's paired
 difference to the baseline, its t-interval at the Bonferroni level for the number of variants compared and its
-Holm-adjusted p-value (:mod:`antisd.stats`); each variant's best avg@k and its step (on the seed-mean curve), the
+Holm-adjusted p-value (:mod:`antisd.evaluation.stats`); each variant's best avg@k and its step (on the seed-mean curve), the
 steps to reach GRPO's best and the resulting speedup (the paper's Table 1 definition: GRPO's best step / first
 step at which the variant reaches GRPO's best), final accuracy minus GRPO's (paired by seed, 95% t-interval), and
 training dynamics: response length, student and teacher entropy, fraction of u < 0, gate activity.
 
 ``--plan_seeds true`` reads the baseline's finished runs in ``output_dir`` as a pilot and prints how many seeds
-make the paired AUC interval at most ``target_halfwidth`` wide on each side (:func:`antisd.stats.seeds_for_halfwidth`).
+make the paired AUC interval at most ``target_halfwidth`` wide on each side (:func:`antisd.evaluation.stats.seeds_for_halfwidth`).
 
 Example:
     antisd compare --variants grpo,sd,antisd_release,antisd --seeds 3 --steps 100 --eval_every 10
@@ -29,10 +29,14 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antisd import configio, rundir, stats
+from antisd.infra import configio
+
+from antisd.infra import rundir
+
+from antisd.evaluation import stats
 from antisd.commands import train
-from antisd.runlog import read_jsonl
-from antisd.settings import AntiSDSettings, from_prefixed, preset
+from antisd.infra.runlog import read_jsonl
+from antisd.method.settings import AntiSDSettings, from_prefixed, preset
 
 DYNAMICS = (
     ("train/completions/mean_length", "response length"),
@@ -119,18 +123,25 @@ def parse_variant(variant: str) -> tuple[str, AntiSDSettings]:
     """'preset' or 'preset@field=value@field=value' (AntiSD settings), e.g. 'antisd@antisd_lambda_max=2'.
 
     Returns the preset name and the settings object of the variant (the preset with the overrides applied).
-    Every run of a comparison scores the teacher (``diagnostics``), λ = 0 baselines too: the u diagnostics of
-    every variant are the point of a comparison.
+    Every run of a comparison scores a teacher with its entropies (``diagnostics``), λ = 0 baselines too (a live
+    teacher where the preset has none): the u diagnostics of every variant are the point of a comparison.
     """
     name, *overrides = variant.split("@")
     fields = train.antisd_fields()
     extras = {}
     for item in overrides:
         key, sep, value = item.partition("=")
+        if key in train.TrainConfig.RENAMED_OPTIONS:
+            raise ValueError(f"variant {variant!r}: {key} was renamed {train.TrainConfig.RENAMED_OPTIONS[key]}")
         if not sep or key not in fields:
             raise ValueError(f"variant {variant!r}: {item!r} is not field=value with an antisd_* field")
         extras[key] = configio.convert(value, fields[key][0], f"variant {variant!r}: {key}")
     return name, from_prefixed(preset(name), extras)
+
+
+def with_diagnostics(settings: AntiSDSettings) -> AntiSDSettings:
+    """The variant's settings with the teacher's diagnostics on (a live teacher for a λ = 0 baseline without one)."""
+    return settings.replace(diagnostics=True, teacher="live" if settings.teacher == "none" else settings.teacher)
 
 
 def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig:
@@ -139,7 +150,7 @@ def run_config(cfg: CompareConfig, variant: str, seed: int) -> train.TrainConfig
     name, settings = parse_variant(variant)
     first = Path(cfg.output_dir) / f"{cfg.variants[0]}-s{seed}"
     return train.TrainConfig(
-        preset=name, antisd=settings.replace(diagnostics=True), model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
+        preset=name, antisd=with_diagnostics(settings), model=cfg.model, task=cfg.task, output_dir=str(Path(cfg.output_dir) / f"{variant}-s{seed}"),
         steps=cfg.steps, prompts_per_step=cfg.prompts_per_step, num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate, seed=seed, save_steps=cfg.eval_every, eval_every=cfg.eval_every,
         eval_k=cfg.eval_k, eval_problems=cfg.eval_problems, eval_batch_size=cfg.eval_batch_size,

@@ -18,9 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from antisd import configio
-
-
+from antisd.infra import configio
 @dataclass(frozen=True)
 class EvalConfig:
     """Config of `antisd eval`."""
@@ -55,7 +53,7 @@ class EvalConfig:
     """torch CPU threads."""
 
     def __post_init__(self):
-        from antisd.benchmarks import BENCHMARKS
+        from antisd.evaluation.sets import BENCHMARKS
 
         configio.check_at_least(self, {"k": 0, "max_new_tokens": 1, "problems": 0, "batch_size": 1, "threads": 1})
         configio.check_positive(self, ("temperature",))
@@ -101,7 +99,7 @@ def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[li
         return [[o.text for o in out.outputs] for out in llm.generate(prompts, params)]
     if cfg.backend != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'vllm', got {cfg.backend!r}")
-    from antisd.scoring import sample
+    from antisd.evaluation.scoring import sample
 
     texts: list[list[str]] = [[] for _ in prompts]
     for i, ids in sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed):
@@ -110,7 +108,7 @@ def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[li
 
 
 def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
-    from antisd.benchmarks import BENCHMARKS
+    from antisd.evaluation.sets import BENCHMARKS
     from antisd.core.passk import pass_at_k
 
     k = cfg.k or BENCHMARKS[name].default_k
@@ -139,8 +137,8 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
 
 
 def main(cfg: EvalConfig) -> dict:
-    from antisd.benchmarks import load_benchmark
-    from antisd.runtime import load_model
+    from antisd.evaluation.sets import load_benchmark
+    from antisd.infra.models import load_model
 
     import torch
 

@@ -1,10 +1,11 @@
 """`antisd pmi`: the paper's PMI diagnostic (§3, Fig. 2) on any model, before or during training.
 
 1. Sample G rollouts per problem from the student prompt (or load them from a JSONL file).
-2. Grade them; build each rollout's privileged context exactly as in training (first other correct sibling +
-   feedback on this rollout), or from the problem's reference solution (``--context reference``).
+2. Grade them; build each rollout's teacher input with the training teacher pass itself (the first other correct
+   sibling + feedback on this rollout, under ``--preset``'s settings), or from the problem's reference solution
+   (``--context reference``); token for token what training scores.
 3. Score every sampled token under the student prompt, the teacher prompt, and a *control* teacher whose
-   context is another problem's demonstration with the same feedback line.
+   demonstration is another problem's correct rollout with the same feedback line (training's control teacher).
 4. Write ``pmi.html`` (tokens coloured by u, density plot, token and category tables), ``density.png``,
    ``pmi.json`` (statistics) and ``tokens.jsonl`` (every token's values).
 
@@ -17,10 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from antisd import configio
+from antisd.infra import configio
+from antisd.method import context as ctx
+from antisd.method.settings import PRESETS, AntiSDSettings, preset
 
-
+if TYPE_CHECKING:
+    from antisd.method.teacher_pass import Rollouts
 @dataclass(frozen=True)
 class PMIConfig:
     """Config of `antisd pmi`."""
@@ -35,8 +40,12 @@ class PMIConfig:
     """Rollouts per problem (the group that supplies demonstrations)."""
     rollouts: str = ""
     """Optional JSONL of pre-generated rollouts, one per line: {"problem": index, "completion_ids": [token ids]} (scored exactly as sampled) or {"problem": index, "completion": text, "truncated": bool} (re-tokenized; EOS appended only when not truncated)."""
-    context: str = "group"
-    """'group' (a correct sibling, as in training), 'reference' (the problem's reference solution) or 'group_then_reference'."""
+    preset: str = "antisd"
+    """The training preset whose teacher input is reproduced (templates, feedback, demonstration budget and cut)."""
+    settings_from: str = ""
+    """A training run directory: the AntiSD settings it recorded (run.json) replace --preset, so the teacher input is exactly that run's."""
+    context: str = ""
+    """Demonstrations: '' (the settings' own: a correct sibling for every preset), 'group' (a correct sibling), 'reference' (the problem's reference solution) or 'group_then_reference'."""
     temperature: float = 1.0
     """Sampling and scoring temperature (the training temperature)."""
     max_new_tokens: int = 96
@@ -44,9 +53,9 @@ class PMIConfig:
     skip_first: int = 8
     """Category means are also reported with the first this-many response tokens excluded (position confound)."""
     deliberation: list[str] | None = None
-    """Deliberation words (default: the built-in list, see antisd.pmi.DELIBERATION)."""
+    """Deliberation words (default: the built-in list, see antisd.evaluation.pmi_report.DELIBERATION)."""
     structural: list[str] | None = None
-    """Structural / shortcut words (default: antisd.pmi.STRUCTURAL)."""
+    """Structural / shortcut words (default: antisd.evaluation.pmi_report.STRUCTURAL)."""
     output_dir: str = "runs/pmi"
     """Where the HTML, PNG and JSON are written."""
     batch_size: int = 16
@@ -60,7 +69,9 @@ class PMIConfig:
         configio.check_at_least(self, {"problems": 1, "G": 2, "max_new_tokens": 1, "skip_first": 0, "batch_size": 1, "threads": 1})
         configio.check_positive(self, ("temperature",))
         configio.check_seed(self)
-        configio.check_choice(self, {"context": CONTEXTS})
+        configio.check_choice(self, {"context": ("", *CONTEXTS), "preset": tuple(PRESETS)})
+        if self.settings_from and not (Path(self.settings_from) / "run.json").is_file():
+            raise ValueError(f"--settings_from {self.settings_from}: not a training run directory (no run.json)")
         if self.rollouts and not Path(self.rollouts).is_file():
             raise ValueError(f"--rollouts {self.rollouts}: no such file")
         for name in ("deliberation", "structural"):
@@ -72,20 +83,15 @@ class PMIConfig:
 CONTEXTS = ("group", "reference", "group_then_reference")
 
 
-def _prompt_text(tok, messages: list[dict]) -> str:
-    return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+CONTEXT_SOURCES = {"group": "group_only", "reference": "reference_only", "group_then_reference": "group_then_reference"}
 
 
 def main(cfg: PMIConfig) -> dict:
-    from rich.progress import track
-
-    from antisd import context as ctx
-    from antisd import pmi
-    from antisd.runtime import load_model
-    from antisd.scoring import sample, score
-    from antisd.tasks import load_task
-
     import torch
+
+    from antisd.infra.models import load_model
+    from antisd.method.teacher_pass import TeacherPass
+    from antisd.tasks import load_task
 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.output_dir)
@@ -93,46 +99,83 @@ def main(cfg: PMIConfig) -> dict:
     model, tok = load_model(cfg.model)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.problems)
     items = _problems(task, cfg.problems)
-    student_prompts = [_prompt_text(tok, it.messages) for it in items]
 
-    # 1. Rollouts, grouped by problem (G consecutive rows per problem)
+    # 1. Rollouts, grouped by problem (G consecutive rows per problem), graded by the task
     if cfg.rollouts:
         rollouts = read_rollouts(Path(cfg.rollouts), len(items), tok)
     else:
+        from antisd.evaluation.scoring import sample
+
         print(f"sampling {cfg.G} rollouts for {len(items)} problems")
-        rollouts = sample(model, tok, student_prompts, cfg.G, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        student = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False) for it in items]
+        rollouts = sample(model, tok, student, cfg.G, temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    batch = graded_rollouts(task, items, rollouts, tok)
+
+    # 2. Teacher and control inputs: the training teacher pass's own (antisd.method.teacher_pass)
+    teacher_pass = TeacherPass(settings_of(cfg), tok, cut_demonstration=task.cut_demonstration)
+    teacher, control = teacher_pass.inputs(batch), teacher_pass.inputs(batch, control=True)
+
+    # 3. Score under student, teacher and control teacher; 4. statistics and report
+    student_ids = [ctx.prompt_ids(tok, items[p].messages) for p, _ in rollouts]
+    scored = _score_all(cfg, model, tok, [ids for _, ids in rollouts], {"student": student_ids, "teacher": teacher.prompt_ids, "control": control.prompt_ids})
+    return _report(cfg, out, task, items, rollouts, batch, teacher, scored, tok)
+
+
+def settings_of(cfg: PMIConfig) -> AntiSDSettings:
+    """The training settings whose teacher this report reproduces: a run's recorded ones or the preset, with the
+    demonstrations ``--context`` asks for."""
+    if cfg.settings_from:
+        from antisd.infra import rundir
+
+        base = AntiSDSettings().replace(**rundir.read_run(Path(cfg.settings_from))["antisd"])
+    else:
+        base = preset(cfg.preset)
+    return base.replace(demonstration_source=CONTEXT_SOURCES[cfg.context]) if cfg.context else base
+
+
+def graded_rollouts(task, items: list, rollouts: list[tuple[int, list[int]]], tok) -> Rollouts:
+    """The rollouts as the teacher pass takes them: one group per problem, rewards from the task's grader (NaN where
+    the gold answer is unparseable: never a demonstration), decoded as the trainers decode responses."""
+    from antisd.method.teacher_pass import Rollouts
+
     texts = [tok.decode(ids, skip_special_tokens=True) for _, ids in rollouts]
-    grades = [task.grade(text, items[p].row) for (p, _), text in zip(rollouts, texts)]
-    rewards = [float("nan") if g[0] is None else g[0] for g in grades]  # NaN: unparseable gold, never a demonstration
+    rewards = []
+    for (p, _), text in zip(rollouts, texts):
+        reward = task.grade(text, items[p].row)[0]
+        rewards.append(float("nan") if reward is None else float(reward))
+    return Rollouts(
+        texts=texts, rewards=rewards, group_ids=[p for p, _ in rollouts], rows=range(len(rollouts)),
+        prompts=[items[p].messages for p, _ in rollouts], references=[items[p].row.get("reference") for p, _ in rollouts],
+    )  # fmt: skip
 
-    # 2. Teacher and control contexts, built as in training
-    demo_of = _demonstrations(cfg, rollouts, texts, rewards, items, task)
-    templates = ctx.ContextTemplates()
-    teacher_prompts, control_prompts = [], []
-    for k, ((p, _), (_, feedback)) in enumerate(zip(rollouts, grades)):
-        prompt = ctx.last_user_text(items[p].messages)
-        other = next((demo_of[j] for j in _others(k, rollouts) if demo_of[j] is not None), None)
-        teacher_prompts.append(_prompt_text(tok, ctx.teacher_messages(items[p].messages, ctx.teacher_user_text(prompt, demo_of[k], feedback, templates))))
-        control_prompts.append(_prompt_text(tok, ctx.teacher_messages(items[p].messages, ctx.teacher_user_text(prompt, other, feedback, templates))))
 
-    # 3. Score under student, teacher and control teacher (batched, with progress)
-    enc = lambda texts_: [tok(t, add_special_tokens=False)["input_ids"] for t in texts_]  # noqa: E731
-    completions = [ids for _, ids in rollouts]
-    scored = {}
-    for name, prompts in track(list({"student": [student_prompts[p] for p, _ in rollouts], "teacher": teacher_prompts, "control": control_prompts}.items()), description="scoring"):
-        scored[name] = score(model, enc(prompts), completions, tok.pad_token_id, temperature=cfg.temperature, batch_size=cfg.batch_size)
+def _score_all(cfg: PMIConfig, model, tok, completions: list[list[int]], prompts: dict) -> dict:
+    from rich.progress import track
+
+    from antisd.evaluation.scoring import score
+
+    return {
+        name: score(model, ids, completions, tok.pad_token_id, temperature=cfg.temperature, batch_size=cfg.batch_size)
+        for name, ids in track(list(prompts.items()), description="scoring")
+    }
+
+
+def _report(cfg: PMIConfig, out: Path, task, items, rollouts, batch: Rollouts, teacher, scored: dict, tok) -> dict:
+    from antisd.evaluation import pmi_report as pmi
+
     (s, hs, mask), (t, ht, _), (c, _, _) = scored["student"], scored["teacher"], scored["control"]
-
-    # 4. Statistics and report
-    tokens = [[tok.decode([i]) for i in ids] for ids in completions]
+    tokens = [[tok.decode([i]) for i in ids] for _, ids in rollouts]
     records = pmi.token_records(tokens, s, t, c, hs, ht, mask)
     categories = {"deliberation": tuple(cfg.deliberation or pmi.DELIBERATION), "structural": tuple(cfg.structural or pmi.STRUCTURAL)}
     stats = pmi.statistics_of(records, categories, skip_first=cfg.skip_first)
-    stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "accuracy": sum(rewards) / len(rewards),
-              "demo_fraction": sum(d is not None for d in demo_of) / len(demo_of), "context": cfg.context}  # fmt: skip
+    scored_rewards = [r for r in batch.rewards if r == r]
+    stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "settings": cfg.settings_from or cfg.preset,
+              "demonstration_source": settings_of(cfg).demonstration_source,
+              "accuracy": sum(scored_rewards) / max(len(scored_rewards), 1),
+              "demonstration_fraction": sum(k in ("demonstration", "reference") for k in teacher.kinds) / len(teacher.kinds)}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     pmi.density_png(records, out / "density.png")
-    headers = {k: f"problem {p} · reward {rewards[k]:.0f} · context: {_context_label(demo_of[k], items[p].row.get('reference'))}" for k, (p, _) in enumerate(rollouts)}
+    headers = {k: f"problem {p} · reward {batch.rewards[k]:.0f} · context: {CONTEXT_LABELS[teacher.kinds[k]]}" for k, (p, _) in enumerate(rollouts)}
     (out / "pmi.html").write_text(pmi.render_html(f"PMI diagnostic: {cfg.model} on {task.name}", records, stats, out / "density.png", headers))
     (out / "pmi.json").write_text(json.dumps(stats, indent=2, default=float))
     with (out / "tokens.jsonl").open("w") as f:
@@ -141,6 +184,9 @@ def main(cfg: PMIConfig) -> dict:
     _print(stats)
     print(f"open {out / 'pmi.html'} (tokens coloured by u, density, category tables); statistics in {out / 'pmi.json'}, every token in {out / 'tokens.jsonl'}")
     return stats
+
+
+CONTEXT_LABELS = {"demonstration": "demonstration (a correct sibling)", "reference": "reference solution", "feedback": "feedback only", "none": "none"}
 
 
 def _problems(task, n: int) -> list:
@@ -182,40 +228,9 @@ def read_rollouts(path: Path, n_problems: int, tok) -> list[tuple[int, list[int]
     return rollouts
 
 
-def _context_label(demo: str | None, reference: str | None) -> str:
-    if demo is None:
-        return "feedback only"
-    return "reference solution" if reference is not None and demo == reference else "demonstration (a correct sibling)"
-
-
-def _others(k: int, rollouts) -> list[int]:
-    """Rollout indices of *other* problems, nearest first (the control's mismatched context)."""
-    p = rollouts[k][0]
-    return sorted((j for j, (q, _) in enumerate(rollouts) if q != p), key=lambda j: (abs(rollouts[j][0] - p), j))
-
-
-def _demonstrations(cfg: PMIConfig, rollouts, texts, rewards, items, task) -> list[str | None]:
-    from antisd import context as ctx
-
-    by_problem: dict[int, list[int]] = {}
-    for k, (p, _) in enumerate(rollouts):
-        by_problem.setdefault(p, []).append(k)
-    cut = task.cut_demonstration or (lambda x: x)
-    demos: list[str | None] = [None] * len(rollouts)
-    for p, ks in by_problem.items():
-        reference = items[p].row.get("reference")
-        picks = ctx.select_demonstrations([rewards[k] for k in ks], len(ks))
-        for k, pick in zip(ks, picks):
-            if cfg.context in ("group", "group_then_reference") and pick is not None:
-                demos[k] = cut(texts[ks[pick]])
-            elif cfg.context in ("reference", "group_then_reference") and reference:
-                demos[k] = reference
-    return demos
-
-
 def _print(stats: dict) -> None:
     u, uc = stats["u"], stats["u_minus_control"]
-    print(f"{stats['n_tokens']} tokens in {stats['n_rollouts']} rollouts; accuracy {stats['accuracy']:.3f}; demonstration for {stats['demo_fraction']:.0%}")
+    print(f"{stats['n_tokens']} tokens in {stats['n_rollouts']} rollouts; accuracy {stats['accuracy']:.3f}; demonstration for {stats['demonstration_fraction']:.0%}")
     print(f"u: mean {u['mean']:+.3f}, frac<0 {u['frac_neg']:.3f}, min {u['min']:.2f}   u−u_ctrl: mean {uc['mean']:+.3f}, frac<0 {uc['frac_neg']:.3f}")
     for name, c in stats["categories"].items():
         print(f"  {name:13s} n={c['u']['n']:5d}  u {c['u']['mean']:+.3f} ± {c['u']['ci95']:.3f}   u−u_ctrl {c['u_minus_control']['mean']:+.3f} ± {c['u_minus_control']['ci95']:.3f}")

@@ -30,17 +30,22 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-from antisd import configio, rundir
-from antisd.settings import PREFIX, AntiSDSettings, from_prefixed, preset
+from antisd.infra import configio
+
+from antisd.infra import rundir
+from antisd.method.settings import PREFIX, RENAMED, AntiSDSettings, from_prefixed, preset
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Config of `antisd train`. AntiSD settings are given as ``--antisd_<field>`` flags or YAML keys; they override the preset."""
 
+    RENAMED_OPTIONS: ClassVar[dict] = {PREFIX + old: PREFIX + new for old, new in RENAMED.items()}
+
     preset: str = "antisd"
-    """Variant: grpo, sd, sd_jsd, antisd, antisd_release, no_gate, revkl_ascent, no_teacher, multiplicative, student_ppl_gate."""
+    """Variant: grpo, sd, sd_jsd, antisd, antisd_release, no_gate, revkl_ascent, no_teacher, multiplicative, student_ppl_gate, antisd_frozen_teacher, antisd_ema_teacher, antisd_control_experimental."""
     model: str = "testbed"
     """'testbed' (the tiny model shipped in the package), a local model directory, or a Hugging Face id already in the local cache."""
     task: str = "countdown"
@@ -280,7 +285,7 @@ def launch_yaml(cfg: TrainConfig) -> dict:
 
 def launch_of(cfg: TrainConfig, acc: dict | None = None):
     """The preflight's Launch from this config and its accelerate launch config."""
-    from antisd.preflight import Launch
+    from antisd.infra.preflight import Launch
 
     acc = launch_yaml(cfg) if acc is None else acc
     kind = acc.get("distributed_type", "MULTI_GPU")
@@ -294,7 +299,7 @@ def launch_of(cfg: TrainConfig, acc: dict | None = None):
         seq_len=PROMPT_BUDGET + cfg.max_completion_length,
         teacher_seq_len=cfg.settings().max_reprompt_len + cfg.max_completion_length,
         gradient_checkpointing=cfg.gradient_checkpointing, offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
-        rollouts_per_step=rows, nodes=int(acc.get("num_machines", 1)),
+        rollouts_per_step=rows, nodes=int(acc.get("num_machines", 1)), teacher=cfg.settings().teacher, teacher_offload=cfg.settings().teacher_offload,
         vllm=vllm, vllm_gpu_memory_utilization=cfg.trl_args.get("vllm_gpu_memory_utilization", 0.3),
         vllm_tensor_parallel=cfg.trl_args.get("vllm_tensor_parallel_size", 1), vllm_max_model_len=cfg.trl_args.get("vllm_max_model_length") or 0,
     )  # fmt: skip
@@ -302,8 +307,8 @@ def launch_of(cfg: TrainConfig, acc: dict | None = None):
 
 def preflight(cfg: TrainConfig) -> tuple[str, list[str]]:
     """(report, problems) of the per-GPU memory estimate and the output disk need of this run."""
-    from antisd import preflight as pf
-    from antisd.runtime import resolve_model_path
+    from antisd.infra import preflight as pf
+    from antisd.infra.models import resolve_model_path
 
     try:
         path = resolve_model_path(cfg.model)
@@ -326,15 +331,15 @@ def disk_need(cfg: TrainConfig, n_params: int, deepspeed: bool) -> tuple[str, st
     """(one line: checkpoint size and what the run needs on its output disk, the problem if it cannot fit or None).
     A run holds keep_checkpoints complete checkpoints plus the one being written, and the final model; with
     keep_checkpoints 0 every checkpoint is kept."""
-    from antisd.preflight import GIB, checkpoint_bytes
+    from antisd.infra.preflight import GIB, checkpoint_bytes
 
-    checkpoint = checkpoint_bytes(n_params, deepspeed=deepspeed)
+    checkpoint = checkpoint_bytes(n_params, deepspeed=deepspeed, kept_teacher=cfg.settings().teacher in ("ema", "frozen"))
     final = 4 * n_params
     interval = min(cfg.save_steps or cfg.steps, cfg.steps)
     saves = -(-cfg.steps // interval)  # every interval, and the last step
     held = min(cfg.keep_checkpoints + 1, saves) if cfg.keep_checkpoints else saves
     need, free = held * checkpoint + final, free_disk_bytes(Path(cfg.output_dir))
-    line = (f"disk: a checkpoint ≈ {checkpoint / GIB:.2f} GiB (weights + optimizer), {held} held at once "
+    line = (f"disk: a checkpoint ≈ {checkpoint / GIB:.2f} GiB (weights + optimizer{' + teacher' if cfg.settings().teacher in ('ema', 'frozen') else ''}), {held} held at once "
             f"(--keep_checkpoints {cfg.keep_checkpoints}) + the final model {final / GIB:.2f} GiB = {need / GIB:.2f} GiB; "
             f"{free / GIB:.1f} GiB free under {cfg.output_dir}")  # fmt: skip
     at_least = min(2, saves) * checkpoint + final  # two checkpoints: the newest complete one survives a kill during the next save
@@ -346,23 +351,9 @@ def disk_need(cfg: TrainConfig, n_params: int, deepspeed: bool) -> tuple[str, st
 
 def main(cfg: TrainConfig) -> dict:
     import torch
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-    from datasets import Dataset
-    from transformers.trainer_callback import PrinterCallback
-
-    from antisd.evaluation import evaluate
-    from antisd.integrations.trl import AntiSDTrainer
-    from antisd.runtime import load_model
-    from antisd.runlog import AtTrainBegin, JsonlMetrics, PeriodicEval, ProgressBar, gate_text, model_card, plot_metrics
-    from antisd.tasks import load_task
 
     if cfg.dry_run or (cfg.launch_config and torch.cuda.is_available()):
-        text, bad = preflight(cfg)
-        if int(os.environ.get("RANK", "0")) == 0:  # every process checks; one prints
-            print(text)
-        if bad:
-            raise SystemExit(f"antisd train: this run cannot fit: {bad[0]}")
+        text = checked_preflight(cfg)
         if cfg.dry_run:
             return {"preflight": text}
     torch.set_num_threads(cfg.threads)
@@ -370,14 +361,91 @@ def main(cfg: TrainConfig) -> dict:
 
     # 1. Every input is checked before anything is written: paths, the resume point, the trainer config, the task,
     # the model and tokenizer, and finally the trainer itself (which only creates the empty output directory).
+    x = check_inputs(cfg, run_dir)
+    if isinstance(x, dict):
+        return x  # resumed a finished run: its summary
+    from antisd.infra.runlog import JsonlMetrics
+
+    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
+    held_out = HeldOut(cfg, x, metrics)
+    trainer = make_trainer(cfg, x, run_dir, metrics, held_out)
+
+    # 2. Claim the run directory (one run owns it) and record the config (the preset expanded: the file says exactly
+    # what ran). A resume continues the newest complete checkpoint of this run; its changes were checked above.
+    lock, run = claim_run(cfg, x, run_dir)
+    trainer.antisd_run_id = run["run_id"]  # written into each checkpoint's completeness marker (antisd.infra.rundir)
+    x.say(trainer.antisd_precision)  # refused in the trainer if AdamW would step 16-bit weights
+    x.say(f"model {cfg.model}: {sum(p.numel() for p in x.model.parameters()) / 1e6:.2f}M params; task {x.task.name}: {len(x.task.train_rows)} train, "
+          f"{len(x.task.heldout)} held-out; preset {cfg.preset}; {x.dist.num_processes} process(es)")  # fmt: skip
+    for line in x.warnings + [f"resume: {line}" for line in (x.resume.notes if x.resume else [])]:
+        x.say(line)
+
+    # 3. Train (evaluating first, from AtTrainBegin), or, when the newest checkpoint is the last step, only load it
+    if x.reused is not None:
+        x.say(f"held-out before: avg@{cfg.eval_k} = {x.reused[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
+        if x.dist.is_main_process:
+            metrics.write(0, x.reused)
+    if x.resume is not None and x.resume.step >= cfg.steps:
+        trainer.load_finished_checkpoint(str(x.resume.path))  # killed after its last checkpoint: nothing left to train
+    else:
+        trainer.train(resume_from_checkpoint=str(x.resume.path) if x.resume else None)
+    before = x.reused or held_out.results.get(0) or logged_eval(run_dir, 0, cfg.eval_k)
+    trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
+
+    # 4. Evaluate after, summarise, plot, say where everything is
+    step = trainer.state.global_step
+    after = held_out.results.get(step) or logged_eval(run_dir, step, cfg.eval_k) or held_out(step, "after")
+    summary = finish(cfg, x, run_dir, trainer, run, before=before, after=after)
+    if lock is not None:
+        lock.release()
+    return summary
+
+
+def checked_preflight(cfg: TrainConfig) -> str:
+    """The per-GPU memory estimate, printed by one process; a launch that cannot fit is refused here."""
+    text, bad = preflight(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:  # every process checks; one prints
+        print(text)
+    if bad:
+        raise SystemExit(f"antisd train: this run cannot fit: {bad[0]}")
+    return text
+
+
+@dataclass
+class Inputs:
+    """Everything ``main`` checked before writing anything."""
+
+    args: Any
+    dist: Any
+    resume: "ResumePoint | None"
+    task: Any
+    model: Any
+    tok: Any
+    warnings: list
+    reused: dict | None
+    """A step-0 evaluation reused from another run (--initial_eval_from), or None."""
+
+    def say(self, *args, **kwargs) -> None:
+        """Print on the main process only (under torchrun/accelerate every process runs this file)."""
+        if self.dist.is_main_process:
+            print(*args, **kwargs)
+
+
+def check_inputs(cfg: TrainConfig, run_dir: Path) -> "Inputs | dict":
+    """Check every input; a resumed run that is already finished returns its summary instead."""
+    from accelerate import PartialState
+
+    from antisd.infra.models import load_model
+    from antisd.tasks import load_task
+
     configio.check_output_dir(run_dir, "--output_dir")
     args = trainer_args(cfg, run_dir)  # first: TrainingArguments sets up the process group that PartialState then reads
-    dist = PartialState()  # under torchrun/accelerate every process runs this file; only the main one writes or prints
-    say = print if dist.is_main_process else (lambda *a, **k: None)
+    dist = PartialState()
     resume = resume_point(cfg, run_dir) if cfg.resume else None
     if cfg.resume and resume is None:
         run = rundir.read_run(run_dir)
-        say(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
+        if dist.is_main_process:
+            print(f"{run_dir}: run {run['run_id']} is finished ({run['steps']} steps ≥ --steps {cfg.steps}); nothing to do")
         return json.loads((run_dir / "summary.json").read_text())
     check_report_to(cfg)
     task = load_task(cfg.task, seed=cfg.seed, n_heldout=cfg.eval_problems, prompt_field=cfg.prompt_field, answer_field=cfg.answer_field)
@@ -388,96 +456,91 @@ def main(cfg: TrainConfig) -> dict:
         raise ValueError(disk_problem)
     warnings = warmup_warning(cfg) + data_warnings(cfg, task, tok, getattr(model.config, "max_position_embeddings", None))
     reused = initial_evaluation(cfg) if cfg.initial_eval_from and cfg.eval_k > 0 and resume is None else None
-    metrics = JsonlMetrics(run_dir / "metrics.jsonl")
-    evals: dict[int, dict] = {}
+    return Inputs(args=args, dist=dist, resume=resume, task=task, model=model, tok=tok, warnings=warnings, reused=reused)
 
-    def held_out(step: int, tag: str) -> dict | None:
-        """Held-out avg@k, sharded over the processes (all of them call this) and written once."""
+
+class HeldOut:
+    """Held-out avg@k at a step, sharded over the processes (all of them call it) and written once."""
+
+    def __init__(self, cfg: TrainConfig, x: Inputs, metrics):
+        self.cfg, self.x, self.metrics = cfg, x, metrics
+        self.results: dict[int, dict] = {}
+        self.trainer = None  # set once the trainer exists; evaluation runs on its generation-ready model
+
+    def __call__(self, step: int, tag: str) -> dict | None:
+        from accelerate.utils import gather_object
+
+        from antisd.evaluation.heldout import evaluate
+
+        cfg, x = self.cfg, self.x
         if cfg.eval_k <= 0:
             return None
-        with trainer.generation_model() as ready:  # gathered / full parameters under ZeRO-3 / FSDP
+        with self.trainer.generation_model() as ready:  # gathered / full parameters under ZeRO-3 / FSDP
             result = evaluate(
-                ready, tok, task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
-                batch_size=cfg.eval_batch_size, seed=cfg.seed, shard=(dist.process_index, dist.num_processes), gather=gather_object,
+                ready, x.tok, x.task, k=cfg.eval_k, temperature=cfg.eval_temperature, max_new_tokens=cfg.max_completion_length,
+                batch_size=cfg.eval_batch_size, seed=cfg.seed, shard=(x.dist.process_index, x.dist.num_processes), gather=gather_object,
             )  # fmt: skip
-        say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
-        if dist.is_main_process:
-            metrics.write(step, result.metrics())
-        evals[step] = result.metrics()
-        return evals[step]
+        x.say(f"held-out {tag}: avg@{cfg.eval_k} = {result.avg_at_k:.3f}, pass@{cfg.eval_k} = {result.pass_at[cfg.eval_k]:.3f} ({result.n_problems} problems)")
+        if x.dist.is_main_process:
+            self.metrics.write(step, result.metrics())
+        self.results[step] = result.metrics()
+        return self.results[step]
+
+
+def make_trainer(cfg: TrainConfig, x: Inputs, run_dir: Path, metrics, held_out: HeldOut):
+    """The AntiSD trainer with antisd's callbacks; an output directory it made and left empty is removed on failure."""
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
+
+    from antisd.infra.runlog import AtTrainBegin, PeriodicEval, ProgressBar
+    from antisd.integrations.trl import AntiSDTrainer
 
     # The step-0 evaluation runs once training has prepared the model (ZeRO-3 and FSDP shard it at preparation)
-    evaluate_first = resume is None and reused is None and cfg.eval_k > 0
+    evaluate_first = x.resume is None and x.reused is None and cfg.eval_k > 0
     callbacks = [metrics, *([AtTrainBegin(lambda: held_out(0, "before"))] if evaluate_first else []), ProgressBar(cfg.steps, cfg.settings())]
     if cfg.eval_every > 0 and cfg.eval_k > 0:
         callbacks.append(PeriodicEval(cfg.eval_every, lambda step: held_out(step, f"step {step}")))
     existed = run_dir.exists()
     try:
         trainer = AntiSDTrainer(
-            model=model,
-            reward_funcs=[task.reward_fn()],
-            args=args,
-            train_dataset=Dataset.from_list(task.train_rows),
-            processing_class=tok,
-            callbacks=callbacks,
-            demonstration_cutter=task.cut_demonstration,
-        )
+            model=x.model, reward_funcs=[x.task.reward_fn()], args=x.args, train_dataset=Dataset.from_list(x.task.train_rows),
+            processing_class=x.tok, callbacks=callbacks, cut_demonstration=x.task.cut_demonstration,
+        )  # fmt: skip
     except BaseException:
         if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # the trainer made it; nothing else was written
         raise
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace the raw dict prints
-    precision = trainer.antisd_precision  # refused in the trainer if AdamW would step 16-bit weights
+    held_out.trainer = trainer
+    return trainer
 
-    # 2. Claim the run directory (one run owns it) and record the config (the preset expanded: the file says exactly
-    # what ran). A resume continues the newest complete checkpoint of this run; its changes were checked above.
+
+def claim_run(cfg: TrainConfig, x: Inputs, run_dir: Path) -> tuple[Any, dict]:
+    """The main process claims the directory, records run.json (segments of accepted changes) and config.yaml."""
     lock, run = None, None
-    if dist.is_main_process:
+    if x.dist.is_main_process:
         lock, run = rundir.claim(run_dir, resume=cfg.resume, overwrite=cfg.overwrite, settings=cfg.settings().to_dict())
-        if resume is not None and resume.changes:
-            run = run | {"segments": [*run.get("segments", []), {"from_step": resume.step, "changes": resume.changes}]}
+        if x.resume is not None and x.resume.changes:
+            run = run | {"segments": [*run.get("segments", []), {"from_step": x.resume.step, "changes": x.resume.changes}]}
             rundir.write_json_atomic(run_dir / rundir.RUN_FILE, run)
         (run_dir / "config.yaml").write_text(configio.to_yaml(recordable(cfg)))
-        if resume is not None:
-            rundir.truncate_metrics(run_dir / "metrics.jsonl", resume.step)
-    dist.wait_for_everyone()
-    run = run or rundir.read_run(run_dir)
-    trainer.antisd_run_id = run["run_id"]  # written into each checkpoint's completeness marker (antisd.rundir)
-    say(precision)
-    say(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params; task {task.name}: {len(task.train_rows)} train, {len(task.heldout)} held-out; preset {cfg.preset}; {dist.num_processes} process(es)")
-    for line in warnings:
-        say(line)
-    if resume is not None:
-        for line in resume.notes:
-            say(f"resume: {line}")
+        if x.resume is not None:
+            rundir.truncate_metrics(run_dir / "metrics.jsonl", x.resume.step)
+    x.dist.wait_for_everyone()
+    return lock, run or rundir.read_run(run_dir)
 
-    # 3. Train (evaluating first, from AtTrainBegin), or, when the newest checkpoint is the last step, only load it
-    if reused is not None:
-        say(f"held-out before: avg@{cfg.eval_k} = {reused[f'eval/avg@{cfg.eval_k}']:.3f}, reused from {cfg.initial_eval_from}")
-        if dist.is_main_process:
-            metrics.write(0, reused)
-    if resume is not None and resume.step >= cfg.steps:
-        trainer.load_finished_checkpoint(str(resume.path))  # killed after its last checkpoint: nothing left to train
-    else:
-        trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-    before = reused or evals.get(0) or logged_eval(run_dir, 0, cfg.eval_k)
-    trainer.save_model(str(run_dir / "final"))  # every process calls it (sharded weights); the main one writes
 
-    # 4. Evaluate after, summarise, plot, say where everything is
+def finish(cfg: TrainConfig, x: Inputs, run_dir: Path, trainer, run: dict, *, before, after) -> dict:
+    """summary.json, plots, the model card and the finished run.json (main process), and the printed summary."""
+    from antisd.infra.runlog import gate_text, model_card, plot_metrics
+
     step = trainer.state.global_step
-    after = evals.get(step) or logged_eval(run_dir, step, cfg.eval_k) or held_out(step, "after")
     summary = {
-        "preset": cfg.preset,
-        "steps": step,
-        "processes": dist.num_processes,
-        "precision": precision,
-        "before": before,
-        "after": after,
-        "gate": trainer.gate.state_dict(),
-        "gate_state": gate_text(cfg.settings(), trainer.gate),
+        "preset": cfg.preset, "steps": step, "processes": x.dist.num_processes, "precision": trainer.antisd_precision,
+        "before": before, "after": after, "gate": trainer.gate.state_dict(), "gate_state": gate_text(cfg.settings(), trainer.gate),
         "sigma_ref": trainer.sigma_ref.value,
-    }
-    if dist.is_main_process:
+    }  # fmt: skip
+    if x.dist.is_main_process:
         rundir.write_json_atomic(run_dir / "summary.json", summary)
         plot_metrics(run_dir / "metrics.jsonl", run_dir / "plots.png")
         card = model_card(cfg, summary, run)
@@ -485,8 +548,7 @@ def main(cfg: TrainConfig) -> dict:
             (folder / "README.md").write_text(card)
         rundir.write_json_atomic(run_dir / rundir.RUN_FILE, run | {"finished": True, "steps": step, "antisd": cfg.settings().to_dict()})
         _print_summary(summary)
-        say(outputs_note(cfg, run_dir))
-        lock.release()
+        x.say(outputs_note(cfg, run_dir))
     return summary
 
 
@@ -530,7 +592,7 @@ def warmup_warning(cfg: TrainConfig) -> list[str]:
 
 def logged_eval(run_dir: Path, step: int, k: int) -> dict | None:
     """The held-out metrics a run already logged at ``step`` (a resumed run does not evaluate them again)."""
-    from antisd.runlog import read_jsonl
+    from antisd.infra.runlog import read_jsonl
 
     rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step") == step and f"eval/avg@{k}" in r]
     return {key: v for key, v in rows[-1].items() if key.startswith("eval/")} if rows else None
@@ -585,7 +647,7 @@ def data_warnings(cfg: TrainConfig, task, tok, context: int | None) -> list[str]
 # Settings a resumed run may change freely: they change neither what is trained nor how it is evaluated.
 FREE_FIELDS_ON_RESUME = ("steps", "resume", "overwrite", "accept_changes", "threads", "save_steps", "report_to", "dry_run", "launch_config", "gpu_memory_gib", "initial_eval_from")
 # AntiSD settings a resumed run may change freely: they do not touch the gate, σ_ref or τ calibrated so far.
-FREE_ON_RESUME = ("log_categories_every", "diagnostics", "recalibrate_on_resume")
+FREE_ON_RESUME = ("log_categories_every", "diagnostics", "recalibrate_on_resume", "teacher_offload")
 
 
 @dataclass(frozen=True)

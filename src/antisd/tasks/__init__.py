@@ -33,7 +33,7 @@ class Task:
     def reward_fn(self, workers: int = 2, deadline_s: float | None = 120.0):
         """A TRL reward function over this task's columns. A step's completions are graded on ``workers``
         threads (each math grade in its own worker process) within one ``deadline_s`` for the whole step."""
-        from antisd.rewards import grade_parallel
+        from antisd.tasks.math_grading import grade_parallel
 
         grade = self.grade
 
@@ -87,7 +87,7 @@ def countdown_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> T
 
 
 def _boxed(text: str) -> str | None:
-    from antisd.rewards import last_boxed
+    from antisd.tasks.math_grading import last_boxed
 
     boxed = last_boxed(text)
     return None if boxed is None else " ".join(boxed.split())
@@ -138,7 +138,7 @@ def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "an
 def math_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", answer_field: str = "answer", heldout_fraction: float = 0.1, source: str | None = None) -> Task:
     """A boxed-answer math task from rows; a row without a prompt or answer raises naming the file (or data set),
     the 1-based row and the field."""
-    from antisd.rewards import math_grade
+    from antisd.tasks.math_grading import math_grade
 
     def row(i: int, r: dict) -> dict:
         for key in (prompt_field, answer_field):
@@ -188,7 +188,7 @@ def gsm_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
         import reasoning_gym
     except ImportError:
         raise ImportError("the 'gsm' task needs reasoning-gym: pip install reasoning-gym") from None
-    from antisd.rewards import math_grade
+    from antisd.tasks.math_grading import math_grade
 
     def rows(size: int, s: int) -> list[dict]:
         out = []
@@ -227,7 +227,7 @@ HUB_DATASETS = {
 
 def hub_task(name: str) -> Task:
     """A named hub training set (``dapo``, ``gsm8k``, ``math``), gold answers normalised for the boxed grader."""
-    from antisd.rewards import last_boxed
+    from antisd.tasks.math_grading import last_boxed
 
     spec = HUB_DATASETS[name]
     try:

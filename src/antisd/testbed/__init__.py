@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from antisd.runtime import SHIPPED_TESTBED as SHIPPED
-from antisd.runtime import shipped_model_dir
+from antisd.infra.models import SHIPPED_TESTBED as SHIPPED
+from antisd.infra.models import shipped_model_dir
 
 __all__ = ["SHIPPED", "shipped_model_dir"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from antisd.context import ContextTemplates, teacher_user_text
+from antisd.method.context import ContextTemplates, teacher_user_text
 from antisd.tasks import countdown as cd
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
@@ -87,8 +87,7 @@ class BuildConfig:
     knows the answer does not hedge. False: every try hedges (v1, v2a-d)."""
 
     def __post_init__(self):
-        from antisd import configio
-
+        from antisd.infra import configio
         configio.check_at_least(self, {"steps": 1, "batch_size": 1, "max_tries": 1, "num_layers": 1, "num_threads": 1, "vocab_size": 300})
         configio.check_positive(self, ("lr",))
         configio.check_between(self, {name: (0.0, 1.0) for name in ("p_context", "p_recheck", "p_hint_search", "p_hint", "p_hint_wait", "p_mismatch", "p_fooled")})
@@ -125,8 +124,8 @@ def make_example(
     kind = rng.random()
     if kind < 0.6:  # a correct previous attempt: copy its solution in one try (or, varied, re-check first)
         sol = rng.choice(cd.solutions(problem))
-        demo = _solved_trace(problem, sol, rng, varied)
-        user = teacher_user_text(problem.prompt, demo, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
+        demonstration = _solved_trace(problem, sol, rng, varied)
+        user = teacher_user_text(problem.prompt, demonstration, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         lines = []
         if varied and hint is not None and rng.random() < hint[0]:
             return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1], hint[2], known)
@@ -138,11 +137,11 @@ def make_example(
         lines.append(cd.try_line(sol, problem, rng, known) if varied else cd.try_line(sol, problem))
         return _messages(user), "\n".join(lines) + f"\nanswer: {cd.format_expr(sol)}"
     if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
-        demo, solved = search()
+        demonstration, solved = search()
         if solved:
-            return _messages(problem.prompt), demo
-        wrong = cd.parse_answer(demo)
-        user = teacher_user_text(problem.prompt, demo, cd.INCORRECT_FEEDBACK, templates)
+            return _messages(problem.prompt), demonstration
+        wrong = cd.parse_answer(demonstration)
+        user = teacher_user_text(problem.prompt, demonstration, cd.INCORRECT_FEEDBACK, templates)
         return _messages(user), search(avoid=wrong)[0]
     user = teacher_user_text(problem.prompt, None, cd.INCORRECT_FEEDBACK, templates)  # feedback only
     return _messages(user), search()[0]
@@ -237,8 +236,7 @@ def collate(batch: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tens
 
 
 def main(cfg: BuildConfig) -> Path:
-    from antisd import configio
-
+    from antisd.infra import configio
     configio.check_output_dir(cfg.out, "--out")
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.num_threads)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from antisd.context import ContextTemplates, teacher_user_text
+from antisd.method.context import ContextTemplates, teacher_user_text
 from antisd.tasks import EvalItem, Task
 from antisd.tasks import countdown as cd
 
@@ -51,8 +51,7 @@ class CheckConfig:
     """Rollout length cap for the token-level properties."""
 
     def __post_init__(self):
-        from antisd import configio
-
+        from antisd.infra import configio
         configio.check_at_least(self, {"problems": 1, "k": 1, "pmi_problems": 1, "G": 2, "max_new_tokens": 1})
         configio.check_seed(self)
         if self.out:
@@ -135,8 +134,8 @@ def conditions(problems: list[cd.Problem], seed: int) -> dict[str, list[EvalItem
 def main(cfg: CheckConfig, run_pmi: Callable[..., dict] | None = None) -> dict:
     """pass@1 under the four contexts; with ``run_pmi`` (``antisd pmi``'s main over PMIConfig fields, given by the
     CLI) also the token-level regime properties."""
-    from antisd.runtime import load_model
-    from antisd.evaluation import evaluate
+    from antisd.infra.models import load_model
+    from antisd.evaluation.heldout import evaluate
     from antisd.tasks import countdown_task
 
     model, tok = load_model(cfg.model)

@@ -1,7 +1,7 @@
 """``AntiSDTrainer``: TRL's stable ``GRPOTrainer`` with per-token AntiSD advantages.
 
-An adapter: it gathers what the shared AntiSD step needs and hands it over (:class:`antisd.step.AntiSDStep`,
-:class:`antisd.context.TeacherContextBuilder`). It overrides as little of TRL as possible:
+An adapter: it gathers what the shared AntiSD step needs and hands it over (:class:`antisd.method.step.AntiSDStep`,
+:class:`antisd.method.context.TeacherContextBuilder`). It overrides as little of TRL as possible:
 - ``_calculate_rewards``: keeps the globally gathered rewards (needed to pick correct siblings);
 - ``_generate_and_score_completions``: after TRL has generated, scored and computed A_seq, builds each rollout's
   teacher input, runs one no-grad teacher forward with the *current* weights (the paper's teacher is the policy
@@ -18,25 +18,24 @@ TRL's per-process slice, so every process takes the same gate decision.
 from __future__ import annotations
 
 import contextlib
-import json
-import time
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from accelerate.utils import gather_object
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing, unwrap_model_for_generation
+from trl.trainer.utils import add_fused_lm_head
 
-from antisd import context as ctx
-from antisd import rundir
+from antisd.infra import rundir
+from antisd.infra.models import check_training_precision
 from antisd.integrations.trl.config import AntiSDConfig
-from antisd.runtime import check_training_precision
-from antisd.step import AntiSDStep, StepInputs
-
-STATE_FILE = "antisd_state.json"
-
+from antisd.method.step import AntiSDStep, StepInputs
+from antisd.method.teacher_pass import Rollouts, TeacherInputs, TeacherPass
+from antisd.method.teachers import make_teacher
 
 class AccelerateReducer:
     """The step's cross-process reductions over accelerate (identity on one process)."""
@@ -54,26 +53,83 @@ class AccelerateReducer:
         return values[~torch.isnan(values)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AntiSDBatch:
     """What one generation batch fed into the AntiSD advantage (local rows), kept for inspection and tests."""
 
     step: int
     seq_adv_B: torch.Tensor
     teacher_logp_BT: torch.Tensor
-    student_logp_BT: torch.Tensor
+    student_logp_BT: torch.Tensor | None
+    """None until the training forward composes the term (deferred student log-probs)."""
     signal_mask_BT: torch.Tensor
     lam_B: torch.Tensor
     gate_on: bool
     sigma_ref: float | None
-    advantages_BT: torch.Tensor
+    advantages_BT: torch.Tensor | None
     prompt_ids: torch.Tensor
     completion_ids: torch.Tensor
-    teacher_texts: list
+    teacher_inputs: TeacherInputs
+    """The teacher prompts and their token ids, as the teacher pass built them."""
+    control_inputs: TeacherInputs | None = None
     teacher_entropy_BT: torch.Tensor | None = None
     response_mask_BT: torch.Tensor | None = None
     rewards: list | None = None
     """The whole generation batch's rewards (all processes), from which siblings and feedback were chosen."""
+
+    @property
+    def teacher_prompts(self) -> list:
+        return self.teacher_inputs.prompts
+
+
+class LossTimeComposition:
+    """The per-token term composed inside TRL's training forward, without a student forward of our own.
+
+    When TRL has no old log-probs, the step's plan (λ_i, term mask, teacher log-probs) rides with the rows through
+    TRL's shuffle and split as ``antisd_*`` tensors of ``inputs``. TRL's ``_compute_loss`` first runs the training
+    forward (``_get_per_token_logps_and_entropies``) and only then reads ``inputs["advantages"]``: so the trainer
+    opens a composition for the micro-batch around ``_compute_loss`` (:meth:`around`), and its forward override
+    calls :meth:`compose` with the forward's detached log-probs, which calls ``AntiSDStep.compose_rows`` and writes
+    the [B, T] advantages into ``inputs`` before TRL reads them. One composition, one compose call."""
+
+    KEYS = ("antisd_teacher_logp", "antisd_term_mask", "antisd_lam", "antisd_control_logp")
+
+    def __init__(self, trainer: "AntiSDTrainer"):
+        self.trainer, self.inputs = trainer, None
+
+    @contextlib.contextmanager
+    def around(self, inputs: dict):
+        self.inputs = inputs if "antisd_teacher_logp" in inputs else None
+        try:
+            yield
+        finally:
+            self.inputs = None
+
+    def compose(self, student_logp_BT: torch.Tensor) -> None:
+        """Compose the open micro-batch's advantages from the training forward's log-probs (no-op when none is open)."""
+        x, self.inputs = self.inputs, None
+        if x is None:
+            return
+        tr = self.trainer
+        out = tr.antisd_step.compose_rows(
+            seq_adv_B=x["advantages"], teacher_logp_BT=x["antisd_teacher_logp"], student_logp_BT=student_logp_BT.detach().float(),
+            term_mask_BT=x["antisd_term_mask"], lam_B=x["antisd_lam"], control_logp_BT=x.get("antisd_control_logp"), reducer=tr.antisd_reducer,
+        )  # fmt: skip
+        tr._log_tokens(out, x["completion_ids"])
+        x["advantages"], x["antisd_student_logp"] = out.advantages_BT, student_logp_BT.detach()
+
+
+class _TeacherUpdate(TrainerCallback):
+    """Moves an EMA teacher after every optimizer step (a no-op for live and frozen teachers)."""
+
+    def __init__(self, trainer: "AntiSDTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.antisd_teacher.after_optimizer_step(self.trainer.model)
+
+
+RENAMED_KWARGS = {"demonstration_cutter": "cut_demonstration"}  # one name per idea (docs/architecture.md glossary)
 
 
 class AntiSDTrainer(GRPOTrainer):
@@ -90,9 +146,12 @@ class AntiSDTrainer(GRPOTrainer):
         ),
     }
 
-    def __init__(self, *args, demonstration_cutter: Callable[[str], str] | None = None, run_id: str | None = None, **kwargs):
+    def __init__(self, *args, cut_demonstration: Callable[[str], str] | None = None, run_id: str | None = None, **kwargs):
+        for old, new in RENAMED_KWARGS.items():
+            if old in kwargs:
+                raise TypeError(f"AntiSDTrainer({old}=...) was renamed {new}=...")
         super().__init__(*args, **kwargs)
-        self.antisd_run_id = run_id  # written into each checkpoint's completeness marker (antisd.rundir); set it before training
+        self.antisd_run_id = run_id  # written into each checkpoint's completeness marker (antisd.infra.rundir); set it before training
         if not isinstance(self.args, AntiSDConfig):
             raise TypeError(f"AntiSDTrainer needs an AntiSDConfig, got {type(self.args).__name__}")
         tok = self.processing_class
@@ -104,11 +163,24 @@ class AntiSDTrainer(GRPOTrainer):
         s = self.args.antisd
         self.antisd_step = AntiSDStep(s)
         self.antisd_reducer = AccelerateReducer(self.accelerator)
-        self.teacher_context = ctx.builder_for_tokenizer(s, tok, demonstration_cutter)
+        self.teacher_pass = TeacherPass(s, tok, cut_demonstration=cut_demonstration, chat_template_kwargs=self.chat_template_kwargs)
+        self.antisd_teacher = self._make_teacher(s)
+        self.add_callback(_TeacherUpdate(self))
+        self.loss_time_composition = LossTimeComposition(self)
         self.last_antisd_batch: AntiSDBatch | None = None
         self._antisd_references: list = []
         self._antisd_rewards: torch.Tensor | None = None
-        self._antisd_pending: dict | None = None
+
+    def _make_teacher(self, s):
+        sharded = self.is_fsdp_enabled or (self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3)
+        if s.teacher in ("ema", "frozen") and sharded:
+            raise ValueError(f"antisd_teacher={s.teacher!r} keeps a full copy of the weights on every process, but DeepSpeed ZeRO-3 and "
+                             "FSDP shard them: use antisd_teacher=live there, or ZeRO-2/DDP")  # fmt: skip
+        def prepare(copy):  # as TRL patched the policy (and its reference model): the fused, chunked LM head
+            add_fused_lm_head(copy.get_base_model() if hasattr(copy, "get_base_model") else copy, temperature=self.temperature,
+                              cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32, outputs=("log_probs", "entropy"))  # fmt: skip
+
+        return make_teacher(s.teacher, self.model, decay=s.teacher_ema_decay, offload=s.teacher_offload, prepare=prepare)
 
     @property
     def gate(self):
@@ -135,14 +207,14 @@ class AntiSDTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         weighted = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)[None]).nansum(dim=1)
-        weighted[torch.isnan(rewards_per_func).all(dim=1)] = float("nan")  # unscorable: no feedback, no demo
+        weighted[torch.isnan(rewards_per_func).all(dim=1)] = float("nan")  # unscorable: no feedback, no demonstration
         self._antisd_rewards = weighted
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         if not self.model.training or not self.args.antisd.scores_teacher:
-            return out  # λ = 0 and no diagnostics: plain GRPO, no teacher forward
+            return out  # no teacher pass (antisd_teacher=none): plain GRPO
         self._antisd_references = [x.get("reference") for x in inputs]
         prompts = [x["prompt"] for x in inputs]
         out["advantages"] = self._antisd_advantages(prompts, out)
@@ -153,64 +225,102 @@ class AntiSDTrainer(GRPOTrainer):
     def _antisd_advantages(self, prompts: list, out: dict) -> torch.Tensor:
         completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
         mask_BT = completion_mask if "tool_mask" not in out else completion_mask * out["tool_mask"]
-
-        teacher_texts, ctx_stats = self._teacher_texts(prompts, completion_ids, completion_mask)
-        teacher_ids, teacher_mask, truncated = self._tokenize_teacher(teacher_texts, completion_ids, completion_mask)
-        s = self.args.antisd
-        entropy = s.gate_signal == "teacher_entropy_median" or s.diagnostics  # a full-vocabulary pass: only when used
-        teacher_logp_BT, teacher_ent_BT = self._score(teacher_ids, teacher_mask, completion_ids.size(1), entropy)
-        # The student's log-probs: TRL's own old log-probs when it computed them (vLLM, several iterations,
-        # misaligned accumulation); otherwise the training forward computes them moments later with the same
-        # weights, so the per-token term is composed at loss time from its detached log-probs (no extra forward).
-        student_logp_BT = out.get("old_per_token_logps")
+        teacher = self.teacher_pass.run(self._rollouts(prompts, completion_ids, completion_mask), functools.partial(self._score_teacher, out), self.antisd_reducer)
+        student_logp_BT = self._student_logp(out)
         step = self.antisd_step
-        if student_logp_BT is None and (self.args.score_student_separately or step.needs_student_to_decide()):
-            ids = torch.cat([out["prompt_ids"], completion_ids], dim=1)
-            student_logp_BT, _ = self._score(ids, torch.cat([out["prompt_mask"], completion_mask], dim=1), completion_ids.size(1), False)
-
-        control_logp_BT = self._control_logp(prompts, completion_ids, completion_mask, ctx_stats) if s.control else None
-
-        B = completion_ids.size(0)
-        microbatch_B = torch.arange(B) // self.args.per_device_train_batch_size  # TRL's micro-batches of this process
-        has_context_B = torch.tensor(ctx_stats["has_context"], dtype=torch.bool)
-        inputs = StepInputs(out["advantages"], teacher_logp_BT, student_logp_BT, mask_BT, teacher_ent_BT, microbatch_B, has_context_B, control_logp_BT)
-        plan = step.decide(inputs, self.antisd_reducer)
-        self._log_antisd(plan.metrics, ctx_stats, truncated)
-        self.last_antisd_batch = AntiSDBatch(
-            self.state.global_step, out["advantages"].detach().clone(), teacher_logp_BT, student_logp_BT, plan.term_mask_BT,
-            plan.lam_B, plan.gate_on, self.sigma_ref.value, None, out["prompt_ids"], completion_ids, teacher_texts,
-            teacher_ent_BT, mask_BT, self._antisd_rewards.tolist(),
+        inputs = StepInputs(
+            seq_adv_B=out["advantages"], teacher_logp_BT=teacher.teacher_logp_BT, student_logp_BT=student_logp_BT, response_mask_BT=mask_BT,
+            teacher_entropy_BT=teacher.teacher_entropy_BT, has_context_B=teacher.has_context_B, control_logp_BT=teacher.control_logp_BT,
+            microbatch_B=torch.arange(completion_ids.size(0)) // self.args.per_device_train_batch_size,  # TRL's micro-batches here
         )  # fmt: skip
-        if student_logp_BT is None:  # deferred: TRL shuffles and splits these with the rows; _compute_loss composes
-            out["antisd_teacher_logp"], out["antisd_term_mask"], out["antisd_lam"] = teacher_logp_BT, plan.term_mask_BT, plan.lam_B
-            if control_logp_BT is not None:
-                out["antisd_control_logp"] = control_logp_BT
+        plan = step.decide(inputs, self.antisd_reducer)
+        for key, value in (plan.metrics | teacher.metrics).items():
+            self._metrics["train"][key].append(value)
+        self.last_antisd_batch = AntiSDBatch(
+            step=self.state.global_step, seq_adv_B=out["advantages"].detach().clone(), teacher_logp_BT=teacher.teacher_logp_BT,
+            student_logp_BT=student_logp_BT, signal_mask_BT=plan.term_mask_BT, lam_B=plan.lam_B, gate_on=plan.gate_on,
+            sigma_ref=self.sigma_ref.value, advantages_BT=None, prompt_ids=out["prompt_ids"], completion_ids=completion_ids,
+            teacher_inputs=teacher.inputs, control_inputs=teacher.control_inputs, teacher_entropy_BT=teacher.teacher_entropy_BT,
+            response_mask_BT=mask_BT, rewards=self._antisd_rewards.tolist(),
+        )  # fmt: skip
+        if student_logp_BT is None:  # deferred: TRL shuffles and splits these with the rows; LossTimeComposition composes
+            out["antisd_teacher_logp"], out["antisd_term_mask"], out["antisd_lam"] = teacher.teacher_logp_BT, plan.term_mask_BT, plan.lam_B
+            if teacher.control_logp_BT is not None:
+                out["antisd_control_logp"] = teacher.control_logp_BT
             return out["advantages"]
-        result = step.compose_rows(out["advantages"], teacher_logp_BT, student_logp_BT, plan.term_mask_BT, plan.lam_B, self.antisd_reducer, control_logp_BT)
+        result = step.compose_rows(
+            seq_adv_B=out["advantages"], teacher_logp_BT=teacher.teacher_logp_BT, student_logp_BT=student_logp_BT, term_mask_BT=plan.term_mask_BT,
+            lam_B=plan.lam_B, control_logp_BT=teacher.control_logp_BT, reducer=self.antisd_reducer,
+        )  # fmt: skip
         self._log_tokens(result, completion_ids)
         self.last_antisd_batch.advantages_BT = result.advantages_BT
         return result.advantages_BT.to(self.accelerator.device)
 
+    def _student_logp(self, out: dict) -> torch.Tensor | None:
+        """The student's log-probs when the step needs them now: TRL's own old log-probs when it computed them (vLLM,
+        several iterations, misaligned accumulation), else a forward only if asked or needed to decide; otherwise
+        None, and the training forward computes them moments later with the same weights (no extra forward)."""
+        student_logp_BT = out.get("old_per_token_logps")
+        if student_logp_BT is None and (self.args.score_student_separately or self.antisd_step.needs_student_to_decide()):
+            ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+            mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+            student_logp_BT, _ = self._score(ids, mask, out["completion_ids"].size(1), False)
+        return student_logp_BT
+
+    def _rollouts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> Rollouts:
+        """TRL's generation batch as the teacher pass takes it: every process's decoded responses and rewards
+        (gathered), groups as consecutive runs of G, and this process's rows."""
+        tok = self.processing_class
+        local_texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(completion_ids, completion_mask)]
+        rewards = self._antisd_rewards.tolist()
+        offset = self.accelerator.process_index * len(prompts)
+        return Rollouts(
+            texts=gather_object(local_texts), rewards=rewards, group_ids=[i // self.num_generations for i in range(len(rewards))],
+            rows=range(offset, offset + len(prompts)), prompts=prompts, references=self._antisd_references,
+        )  # fmt: skip
+
+    def _score_teacher(self, out: dict, prompt_ids: list[list[int]], entropy: bool):
+        """The teacher pass's scoring callback: each teacher prompt ⊕ the row's completion, under the teacher's weights."""
+        completion_ids, completion_mask = out["completion_ids"], out["completion_mask"]
+        ids, mask = self._tokenize_teacher(prompt_ids, completion_ids, completion_mask)
+        with self.antisd_teacher.scoring(self.model) as model:
+            return self._score(ids, mask, completion_ids.size(1), entropy, model=model)
+
+    def _tokenize_teacher(self, prompt_ids: list[list[int]], completion_ids: torch.Tensor, completion_mask: torch.Tensor):
+        """Left-padded teacher prompt ids ⊕ the student's completion tokens."""
+        width = max(len(r) for r in prompt_ids)
+        pad = torch.full((len(prompt_ids), width), self.processing_class.pad_token_id, dtype=completion_ids.dtype)
+        pad_mask = torch.zeros((len(prompt_ids), width), dtype=completion_mask.dtype)
+        for i, r in enumerate(prompt_ids):
+            pad[i, width - len(r) :] = torch.tensor(r, dtype=completion_ids.dtype)
+            pad_mask[i, width - len(r) :] = 1
+        ids = torch.cat([pad.to(completion_ids.device), completion_ids], dim=1)
+        return ids, torch.cat([pad_mask.to(completion_mask.device), completion_mask], dim=1)
+
+    def _score(self, ids: torch.Tensor, mask: torch.Tensor, n_completion: int, entropy: bool = True, model=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """No-grad per-token log-probs (and entropies, if asked) of the last ``n_completion`` tokens under ``model``
+        (default: the policy, current weights)."""
+        model = self.model if model is None else model
+        checkpointing = (
+            disable_gradient_checkpointing(model, self.args.gradient_checkpointing_kwargs)
+            if self.args.gradient_checkpointing
+            else contextlib.nullcontext()
+        )
+        with torch.no_grad(), checkpointing:
+            logp, ent, _ = self._get_per_token_logps_and_entropies(
+                model, ids, mask, n_completion, batch_size=self.args.score_batch_size or self.args.per_device_train_batch_size, compute_entropy=entropy
+            )
+        return logp.float(), (ent.float() if ent is not None else None)
+
     # --- loss-time composition (no extra student forward) -------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
-        self._antisd_pending = inputs if "antisd_teacher_logp" in inputs else None
-        try:
+        with self.loss_time_composition.around(inputs):
             return super()._compute_loss(model, inputs)
-        finally:
-            self._antisd_pending = None
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         result = super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
-        pending = getattr(self, "_antisd_pending", None)
-        if pending is not None:  # the training forward of _compute_loss: TRL reads inputs["advantages"] after it
-            self._antisd_pending = None
-            out = self.antisd_step.compose_rows(
-                pending["advantages"], pending["antisd_teacher_logp"], result[0].detach().float(),
-                pending["antisd_term_mask"], pending["antisd_lam"], self.antisd_reducer, pending.get("antisd_control_logp"),
-            )  # fmt: skip
-            self._log_tokens(out, pending["completion_ids"])
-            pending["advantages"], pending["antisd_student_logp"] = out.advantages_BT, result[0].detach()
+        self.loss_time_composition.compose(result[0])  # the training forward of _compute_loss; a no-op otherwise
         return result
 
     def _log_tokens(self, out, completion_ids: torch.Tensor) -> None:
@@ -220,78 +330,9 @@ class AntiSDTrainer(GRPOTrainer):
         if every and self.state.global_step % every == 0:
             self._log_categories(completion_ids, out.u_BT, out.signal_mask_BT)
 
-    def _control_logp(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor, ctx_stats: dict) -> torch.Tensor:
-        """The control teacher's log-probs (settings.control, experimental): another group's correct solution in the
-        same template. A third forward, timed in perf/antisd_control_forward_s; rows without a control get no term."""
-        start = time.perf_counter()
-        texts, stats = self._teacher_texts(prompts, completion_ids, completion_mask, control=True)
-        ids, mask, _ = self._tokenize_teacher(texts, completion_ids, completion_mask)
-        logp_BT, _ = self._score(ids, mask, completion_ids.size(1), False)
-        ctx_stats["has_context"] = [a and b for a, b in zip(ctx_stats["has_context"], stats["has_context"])]
-        ctx_stats["control_missing"] = stats["control_missing"]
-        self.last_control_texts = texts
-        self._metrics["train"]["perf/antisd_control_forward_s"].append(time.perf_counter() - start)
-        return logp_BT
-
-    def _teacher_texts(self, prompts: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor, control: bool = False) -> tuple[list, dict]:
-        """Each local rollout's teacher prompt (messages or text), from the globally gathered group (or the control's)."""
-        tok = self.processing_class
-        local_texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(completion_ids, completion_mask)]
-        all_texts = gather_object(local_texts)
-        rewards = self._antisd_rewards.tolist()
-        group_ids = [i // self.num_generations for i in range(len(rewards))]
-        offset = self.accelerator.process_index * len(prompts)
-        rows = range(offset, offset + len(prompts))
-        return self.teacher_context.build(rows, prompts, self._antisd_references, all_texts, rewards, group_ids, control=control)
-
-    def _tokenize_teacher(self, teacher: list, completion_ids: torch.Tensor, completion_mask: torch.Tensor):
-        """Left-padded teacher prompt ⊕ the student's completion tokens; prompts over budget are head/tail cut."""
-        tok = self.processing_class
-        encoded = [ctx.teacher_prompt_ids(tok, item, self.args.antisd, self.chat_template_kwargs) for item in teacher]
-        rows, truncated = [ids for ids, _ in encoded], sum(int(cut) for _, cut in encoded)
-        width = max(len(r) for r in rows)
-        prompt_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=completion_ids.dtype)
-        prompt_mask = torch.zeros((len(rows), width), dtype=completion_mask.dtype)
-        for i, r in enumerate(rows):
-            prompt_ids[i, width - len(r) :] = torch.tensor(r, dtype=completion_ids.dtype)
-            prompt_mask[i, width - len(r) :] = 1
-        ids = torch.cat([prompt_ids.to(completion_ids.device), completion_ids], dim=1)
-        mask = torch.cat([prompt_mask.to(completion_mask.device), completion_mask], dim=1)
-        return ids, mask, truncated
-
-    def _score(self, ids: torch.Tensor, mask: torch.Tensor, n_completion: int, entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """No-grad per-token log-probs (and entropies, if asked) of the last ``n_completion`` tokens, current weights."""
-        checkpointing = (
-            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs)
-            if self.args.gradient_checkpointing
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), checkpointing:
-            logp, ent, _ = self._get_per_token_logps_and_entropies(
-                self.model, ids, mask, n_completion, batch_size=self.args.score_batch_size or self.args.per_device_train_batch_size, compute_entropy=entropy
-            )
-        return logp.float(), (ent.float() if ent is not None else None)
-
-    def _log_antisd(self, step_metrics: dict, ctx_stats: dict, truncated: int) -> None:
-        """The step's batch metrics plus the context counts, reduced over processes, into TRL's metric store."""
-        ndemo, ndcut, ntrunc, nseq, nref, nmiss = self.antisd_reducer.sum(
-            [float(ctx_stats["demo"]), float(ctx_stats["demo_truncated"]), float(truncated), float(ctx_stats["n"]), float(ctx_stats["reference"]), float(ctx_stats["control_missing"])]
-        )
-        metrics = dict(step_metrics)
-        metrics |= {
-            "antisd/demo_fraction": ndemo / max(nseq, 1),
-            "antisd/reference_fraction": nref / max(nseq, 1),
-            "antisd/demo_truncated": ndcut,
-            "antisd/teacher_prompt_truncated": ntrunc,
-        }
-        if self.args.antisd.control:
-            metrics["antisd/control_missing_fraction"] = nmiss / max(nseq, 1)
-        for key, value in metrics.items():
-            self._metrics["train"][key].append(value)
-
     def _log_categories(self, completion_ids: torch.Tensor, u_BT: torch.Tensor, mask_BT: torch.Tensor) -> None:
-        """Mean u per token category (antisd.pmi lists), local to this process: the paper's Fig. 2 split, tracked."""
-        from antisd.pmi import DELIBERATION, STRUCTURAL, normalise
+        """Mean u per token category (antisd.evaluation.pmi_report lists), local to this process: the paper's Fig. 2 split, tracked."""
+        from antisd.evaluation.pmi_report import DELIBERATION, STRUCTURAL, normalise
 
         tok = self.processing_class
         for name, words in (("deliberation", DELIBERATION), ("structural", STRUCTURAL)):
@@ -310,7 +351,8 @@ class AntiSDTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            rundir.write_json_atomic(folder / STATE_FILE, self.antisd_step.state_dict())
+            rundir.write_step_state(folder, self.antisd_step.state_dict())
+            self.antisd_teacher.save(folder)
             if self.antisd_run_id is not None:  # last: only now is the checkpoint complete
                 rundir.mark_complete(folder, self.antisd_run_id, self.state.global_step)
                 rundir.prune(folder.parent, self.antisd_run_id, self.args.keep_complete_checkpoints)
@@ -334,11 +376,5 @@ class AntiSDTrainer(GRPOTrainer):
         self._load_antisd_state(checkpoint)
 
     def _load_antisd_state(self, checkpoint) -> None:
-        path = Path(checkpoint) / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete or was not written by AntiSDTrainer")
-        try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is damaged ({e})") from None
-        self.antisd_step.load_state_dict(state)
+        self.antisd_step.load_state_dict(rundir.read_step_state(Path(checkpoint), "AntiSDTrainer"))
+        self.antisd_teacher.load(Path(checkpoint))

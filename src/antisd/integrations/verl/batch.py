@@ -1,4 +1,4 @@
-"""Driver-side AntiSD on one verl batch: gather → teacher rows → shared step. No verl imports.
+"""Driver-side AntiSD on one verl batch: translate it for the teacher pass and the shared step. No verl imports.
 
 verl's v1 trainer holds the whole generation batch on the driver (single controller), already re-ordered by its
 sequence-length balancer, so group members are *not* consecutive: siblings are found by ``uid``, and every
@@ -11,13 +11,12 @@ positions of each row (tool output included), ``scores_BT`` token-level rewards 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
 import torch
 
-from antisd import context as ctx
-from antisd.step import LOCAL, AntiSDStep, Reducer, StepInputs, StepOutput
+from antisd.method.step import LOCAL, AntiSDStep, Reducer, StepInputs, StepOutput
+from antisd.method.teacher_pass import Rollouts
 
 
 def sequence_rewards(scores_BT: torch.Tensor, response_mask_BT: torch.Tensor, is_padding_B: Sequence[bool] | None = None) -> list[float]:
@@ -65,60 +64,33 @@ def decode_responses(tokenizer: Any, responses_BT: torch.Tensor, response_mask_B
     return [tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True) for ids, m in zip(responses_BT, response_mask_BT)]
 
 
-@dataclass
-class TeacherRows:
-    """The teacher's input of each row: its privileged-context prompt ids and the row's own response ids."""
-
-    prompt_ids: list[list[int]]
-    response_ids: list[list[int]]
-    has_context_B: torch.Tensor
-    """[B] False where the teacher prompt carries neither demonstration nor feedback (u would be padding noise)."""
-    prompts: list
-    """The teacher prompts (chat messages or text), for inspection."""
-    metrics: dict[str, float]
-    """antisd/demo_fraction, reference_fraction, demo_truncated, teacher_prompt_truncated (over real rows)."""
-
-
-def teacher_rows(
-    builder: ctx.TeacherContextBuilder, tokenizer: Any, raw_prompts: Sequence[Any], texts: Sequence[str], rewards: Sequence[float],
-    uids: Sequence[Hashable], responses_BT: torch.Tensor, response_len_B: torch.Tensor, references: Sequence[Any] | None = None,
-    is_padding_B: Sequence[bool] | None = None, chat_template_kwargs: dict | None = None, order_B: Sequence | None = None,
-) -> TeacherRows:  # fmt: skip
-    """Builds every row's teacher input from its group (siblings by ``uid``), with the shared context builder.
-
-    ``order_B`` (e.g. :func:`rollout_order` of verl's keys) is each row's place in generation order: the
-    demonstration is the first correct sibling in *that* order, as in TRL, whatever order the balancer left."""
+def rollouts(
+    raw_prompts: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], uids: Sequence[Hashable], *,
+    references: Sequence[Any] | None = None, is_padding_B: Sequence[bool] | None = None, order_B: Sequence | None = None,
+) -> Rollouts:  # fmt: skip
+    """verl's batch (balancer order) as the teacher pass takes it: the whole batch in *generation* order, so that the
+    demonstration is the first correct sibling in that order, as in TRL; the rows in batch order, each pointing at
+    its place in generation order. ``order_B``: e.g. :func:`rollout_order` of verl's keys (None: batch order)."""
     B = len(texts)
     order = sorted(range(B), key=lambda i: order_B[i]) if order_B is not None else list(range(B))
     position = {row: k for k, row in enumerate(order)}  # row → its place in generation order
-
-    def in_order(values: Sequence) -> list:
-        return [values[row] for row in order]
-
-    built, stats = builder.build(
-        range(B), in_order(raw_prompts), in_order(references or [None] * B), in_order(texts), in_order(rewards), in_order(uids)
-    )
-    prompts = [built[position[i]] for i in range(B)]
-    stats["has_context"] = [stats["has_context"][position[i]] for i in range(B)]
-    encoded = [ctx.teacher_prompt_ids(tokenizer, p, builder.settings, chat_template_kwargs) for p in prompts]
-    padding = list(is_padding_B or [False] * B)
-    real = max(B - sum(padding), 1)
-    metrics = {
-        "antisd/demo_fraction": stats["demo"] / real,
-        "antisd/reference_fraction": stats["reference"] / real,
-        "antisd/demo_truncated": float(stats["demo_truncated"]),
-        "antisd/teacher_prompt_truncated": float(sum(int(cut) for (_, cut), pad in zip(encoded, padding) if not pad)),
-    }
-    has_context = torch.tensor([c and not pad for c, pad in zip(stats["has_context"], padding)], dtype=torch.bool)
-    responses = [responses_BT[i, : int(response_len_B[i])].tolist() for i in range(B)]
-    return TeacherRows([ids for ids, _ in encoded], responses, has_context, prompts, metrics)
+    return Rollouts(
+        texts=[texts[i] for i in order], rewards=[rewards[i] for i in order], group_ids=[uids[i] for i in order],
+        rows=[position[i] for i in range(B)], prompts=list(raw_prompts), references=list(references or [None] * B),
+        is_padding=list(is_padding_B) if is_padding_B is not None else None,
+    )  # fmt: skip
 
 
-def teacher_sequences(rows: TeacherRows, response_mask_BT: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+def response_ids(responses_BT: torch.Tensor, response_len_B: torch.Tensor) -> list[list[int]]:
+    """Each row's response token ids (tool output included, padding excluded)."""
+    return [responses_BT[i, : int(response_len_B[i])].tolist() for i in range(responses_BT.size(0))]
+
+
+def teacher_sequences(prompt_ids: list[list[int]], responses: list[list[int]], response_mask_BT: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """One verl sample per row, in the layout verl's agent loop writes (1-D tensors; the trainer nests them):
     teacher prompt ⊕ the row's response, full attention, positions 0..L−1, the row's own response mask."""
     samples = []
-    for i, (prompt, response) in enumerate(zip(rows.prompt_ids, rows.response_ids)):
+    for i, (prompt, response) in enumerate(zip(prompt_ids, responses)):
         input_ids = torch.tensor(prompt + response, dtype=torch.long)
         samples.append({
             "prompts": torch.tensor(prompt, dtype=torch.long),
@@ -137,10 +109,18 @@ def apply_step(
     has_context_B: torch.Tensor, teacher_entropy_BT: torch.Tensor | None = None, microbatch_B: torch.Tensor | None = None,
     reducer: Reducer = LOCAL,
 ) -> StepOutput:  # fmt: skip
-    """The shared step on the batch: A_seq from verl's outcome advantages, u from the teacher pass and the old
-    log-probs (the student under the plain prompt, same weights), → [B, T] advantages (0 past each response)."""
-    seq_adv_B = sequence_advantages(adv_BT, response_mask_BT)
-    inputs = StepInputs(seq_adv_B, teacher_logp_BT.float(), old_logp_BT.float(), response_mask_BT, teacher_entropy_BT, microbatch_B, has_context_B)
-    out = step(inputs, reducer)
+    """The shared step on the batch, in the same two calls as the TRL adapter (decide, then compose_rows): A_seq from
+    verl's outcome advantages, u from the teacher pass and the old log-probs (the student under the plain prompt,
+    same weights), → [B, T] advantages (0 past each response)."""
+    inputs = StepInputs(
+        seq_adv_B=sequence_advantages(adv_BT, response_mask_BT), teacher_logp_BT=teacher_logp_BT.float(), student_logp_BT=old_logp_BT.float(),
+        response_mask_BT=response_mask_BT, teacher_entropy_BT=teacher_entropy_BT, microbatch_B=microbatch_B, has_context_B=has_context_B,
+    )  # fmt: skip
+    plan = step.decide(inputs, reducer)
+    out = step.compose_rows(
+        seq_adv_B=inputs.seq_adv_B, teacher_logp_BT=inputs.teacher_logp_BT, student_logp_BT=inputs.student_logp_BT,
+        term_mask_BT=plan.term_mask_BT, lam_B=plan.lam_B, reducer=reducer,
+    )  # fmt: skip
+    out.gate_on, out.statistic, out.metrics = plan.gate_on, plan.statistic, plan.metrics | out.metrics
     out.advantages_BT = out.advantages_BT * response_mask_BT.to(out.advantages_BT.dtype)  # verl's convention
     return out

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
-from antisd.settings import AntiSDSettings, preset
+from antisd.method.settings import AntiSDSettings, preset
 
 CONFIG_DIR = Path(__file__).parent / "config"
 CONFIG_NAME = "antisd_trainer"

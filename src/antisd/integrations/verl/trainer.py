@@ -14,7 +14,7 @@ them. The student's log-probs are verl's ``old_log_probs``: the same weights, th
 
 from __future__ import annotations
 
-import json
+import functools
 from pathlib import Path
 
 import torch
@@ -25,14 +25,13 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
-from antisd import context as ctx
-from antisd import rundir
+from antisd.infra import rundir
 from antisd.integrations.verl import batch as vb
 from antisd.integrations.verl.config import check_batching, settings_from_config
-from antisd.step import AntiSDStep
+from antisd.method.step import AntiSDStep
+from antisd.method.teacher_pass import TeacherPass
 from antisd.tasks import cut_after_last_boxed
 
-STATE_FILE = "antisd_state.json"
 TEACHER_SUFFIX = "::antisd_teacher"
 FIELDS = ["uid", "raw_prompt", "responses", "response_mask", "rm_scores", "old_log_probs", "advantages"]
 
@@ -54,57 +53,59 @@ class AntiSDTrainer(PPOTrainerSync):
         settings = settings_from_config(config.get("antisd"))  # refuse bad settings before verl starts Ray and workers
         if settings.control:
             raise NotImplementedError("antisd.control (the experimental control-subtracted preset) is implemented for the TRL trainer only")
+        if settings.teacher in ("ema", "frozen"):
+            raise NotImplementedError(
+                f"antisd.teacher={settings.teacher} is implemented for the TRL trainer only: here the teacher pass runs on the actor workers "
+                "(compute_log_prob with the live weights), and an EMA or frozen teacher needs a second model on those workers that "
+                "the driver cannot hold; use antisd.teacher=live (the paper)"
+            )
         check_batching(settings, config.actor_rollout_ref.actor)
         super().__init__(config)
         self.antisd_settings = settings
         self.antisd_step = AntiSDStep(settings)
+        # verl's math rewards grade the last \boxed{}, so demonstrations are cut after it
+        self.teacher_pass = TeacherPass(settings, self.tokenizer, cut_demonstration=cut_after_last_boxed,
+                                        chat_template_kwargs=dict(self.config.data.get("apply_chat_template_kwargs") or {}))  # fmt: skip
 
     def _compute_advantage(self, batch, metrics):
         batch = super()._compute_advantage(batch, metrics)
-        if self.antisd_settings.scores_teacher:  # λ_max = 0 without diagnostics: plain GRPO, no teacher pass
+        if self.antisd_settings.scores_teacher:  # antisd.teacher=none: plain GRPO, no teacher pass
             self._antisd_advantages(batch, metrics)
         return batch
 
     # --- AntiSD -----------------------------------------------------------------------------------------------
 
     def _antisd_advantages(self, batch, metrics: dict) -> None:
-        s = self.antisd_settings
         data = self.tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=FIELDS)
         mask_nested = data["response_mask"]
-        response_len_B = data["responses"].offsets().diff()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         responses_BT = data["responses"].to_padded_tensor(padding=pad_id)
         mask_BT = mask_nested.to_padded_tensor(padding=0)
         is_padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]
         rewards = vb.sequence_rewards(data["rm_scores"].to_padded_tensor(padding=0.0), mask_BT, is_padding)
-
-        texts = vb.decode_responses(self.tokenizer, responses_BT, mask_BT)
-        rows = vb.teacher_rows(
-            self._antisd_builder(), self.tokenizer, as_list(data["raw_prompt"]), texts, rewards, as_list(data["uid"]),
-            responses_BT, response_len_B, None, is_padding, dict(self.config.data.get("apply_chat_template_kwargs") or {}),
-            vb.rollout_order(batch.keys),
+        rollouts = vb.rollouts(
+            as_list(data["raw_prompt"]), vb.decode_responses(self.tokenizer, responses_BT, mask_BT), rewards, as_list(data["uid"]),
+            is_padding_B=is_padding, order_B=vb.rollout_order(batch.keys),
         )  # fmt: skip
-        entropy = s.gate_signal == "teacher_entropy_median" or s.diagnostics
-        teacher_logp_BT, teacher_ent_BT = self._teacher_forward(batch, rows, mask_BT, entropy)
-
+        responses = vb.response_ids(responses_BT, data["responses"].offsets().diff())
+        score = functools.partial(self._teacher_forward, batch, responses, mask_BT)
+        teacher = self.teacher_pass.run(rollouts, score)
         out = vb.apply_step(
-            self.antisd_step, data["advantages"].to_padded_tensor(padding=0.0), teacher_logp_BT,
-            data["old_log_probs"].to_padded_tensor(padding=0.0), mask_BT, rows.has_context_B, teacher_ent_BT, self._microbatches(len(batch)),
+            self.antisd_step, data["advantages"].to_padded_tensor(padding=0.0), teacher.teacher_logp_BT,
+            data["old_log_probs"].to_padded_tensor(padding=0.0), mask_BT, teacher.has_context_B, teacher.teacher_entropy_BT, self._microbatches(len(batch)),
         )  # fmt: skip
         advantages = TensorDict({"advantages": response_to_nested(out.advantages_BT, mask_nested)}, batch_size=len(batch))
         self.tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=advantages)
-        metrics.update(out.metrics | rows.metrics)
+        metrics.update(out.metrics | teacher.metrics)
 
-    def _teacher_forward(self, batch, rows: vb.TeacherRows, mask_BT: torch.Tensor, entropy: bool):
-        """Teacher log-probs (and entropies) of every row's response under its privileged context: one
-        forward-only pass on the actor workers, through TransferQueue rows written next to the batch's."""
+    def _teacher_forward(self, batch, responses: list[list[int]], mask_BT: torch.Tensor, prompt_ids: list[list[int]], entropy: bool):
+        """The teacher pass's scoring callback: teacher log-probs (and entropies) of every row's response under its
+        privileged context, in one forward-only pass on the actor workers, through TransferQueue rows written next
+        to the batch's."""
         keys = [key + TEACHER_SUFFIX for key in batch.keys]
-        samples = vb.teacher_sequences(rows, mask_BT)
+        samples = vb.teacher_sequences(prompt_ids, responses, mask_BT)
         fields = TensorDict({name: nested([x[name] for x in samples]) for name in samples[0]}, batch_size=len(samples))
-        tags = [
-            dict(tag, prompt_len=len(p), response_len=len(r), seq_len=len(p) + len(r))
-            for tag, p, r in zip(batch.tags, rows.prompt_ids, rows.response_ids)
-        ]
+        tags = [dict(tag, prompt_len=len(p), response_len=len(r), seq_len=len(p) + len(r)) for tag, p, r in zip(batch.tags, prompt_ids, responses)]
         self.tq.kv_batch_put(keys=keys, partition_id=batch.partition_id, fields=fields, tags=tags)
         temperature = self.config.actor_rollout_ref.rollout.temperature  # the same scale as the old log-probs
         meta = KVBatchMeta(
@@ -122,10 +123,6 @@ class AntiSDTrainer(PPOTrainerSync):
             self.tq.kv_clear(keys=keys, partition_id=batch.partition_id)
         return logp_BT.float(), (ent_BT.float() if ent_BT is not None else None)
 
-    def _antisd_builder(self) -> ctx.TeacherContextBuilder:
-        # verl's math rewards grade the last \boxed{}, so demonstrations are cut after it
-        return ctx.builder_for_tokenizer(self.antisd_settings, self.tokenizer, cut_after_last_boxed)
-
     def _microbatches(self, n: int) -> torch.Tensor:
         """[B] the actor micro-batch of each row (the balanced batch is split in order over ranks, then micro-batches);
         only the release's micro-batch warm-up statistic reads it, and ``check_batching`` ensures they are fixed."""
@@ -141,7 +138,7 @@ class AntiSDTrainer(PPOTrainerSync):
         # Written before verl's own save, which ends by pointing latest_checkpointed_iteration.txt at the folder:
         # a checkpoint verl resumes from always holds the gate.
         self._step_folder().mkdir(parents=True, exist_ok=True)
-        rundir.write_json_atomic(self._step_folder() / STATE_FILE, self.antisd_step.state_dict())
+        rundir.write_step_state(self._step_folder(), self.antisd_step.state_dict())
         super()._save_checkpoint()
 
     def _load_checkpoint(self):
@@ -151,7 +148,4 @@ class AntiSDTrainer(PPOTrainerSync):
         folder = self._step_folder()
         if self.config.trainer.resume_mode == "resume_path":
             folder = Path(self.config.trainer.resume_from_path)
-        path = folder / STATE_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: this checkpoint was not written by the AntiSD trainer (antisd_sync)")
-        self.antisd_step.load_state_dict(json.loads(path.read_text()))
+        self.antisd_step.load_state_dict(rundir.read_step_state(folder, "the AntiSD trainer (antisd_sync)"))

@@ -111,6 +111,10 @@ class Launch:
     """DeepSpeed's reduce bucket (elements, bf16) under ZeRO-2/3 (its default 5e8: 0.93 GiB)."""
     overhead_gib: float = 3.0
     """CUDA context, NCCL buffers, allocator fragmentation."""
+    teacher: str = "live"
+    """settings.teacher: 'ema' and 'frozen' keep one more fp32 copy of the weights on every GPU (4N), 'live' none."""
+    teacher_offload: bool = False
+    """settings.teacher_offload: the kept copy lives in host memory between teacher passes (on the GPU during one)."""
 
 
 def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
@@ -137,6 +141,7 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
         "reduce_bucket": 2 * launch.reduce_bucket_elems if launch.strategy in ("zero2", "zero3") else 0.0,
         "vllm": launch.vllm_gpu_memory_utilization * launch.gpu_gib * GIB if launch.vllm == "colocate" else 0.0,
         "overhead": launch.overhead_gib * GIB,
+        "teacher_weights": 4 * N if kept_teacher(launch) and not launch.teacher_offload else 0.0,
         # training phase
         "activations": b * s * H * 2 * L + layer_work if launch.gradient_checkpointing else L * layer_work,
         "logprob_head": head,
@@ -145,6 +150,7 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
         # teacher phase
         "teacher_forward": b * st * 34 * H,
         "teacher_mask": b * st * st,
+        "teacher_onloaded": 4 * N if kept_teacher(launch) and launch.teacher_offload else 0.0,
     }  # fmt: skip
     out = {k: v / GIB for k, v in terms.items()}
     static = sum(out[k] for k in STATIC)
@@ -156,9 +162,17 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
     return out
 
 
-STATIC = ("weights", "gradients", "optimizer", "gathered_layers", "reduce_bucket", "vllm", "overhead")
+STATIC = ("weights", "gradients", "optimizer", "gathered_layers", "reduce_bucket", "vllm", "overhead", "teacher_weights")
 TRAINING_PHASE = ("activations", "logprob_head", "lm_head_grad", "attention_mask")
-TEACHER_PHASE = ("teacher_forward", "teacher_mask")
+TEACHER_PHASE = ("teacher_forward", "teacher_mask", "teacher_onloaded")
+
+
+TEACHER_COPY = ("teacher_weights", "teacher_onloaded")  # shown only for a kept (ema, frozen) teacher
+
+
+def kept_teacher(launch: Launch) -> bool:
+    """Whether the teacher has weights of its own (ema, frozen) rather than being the policy (live)."""
+    return launch.teacher in ("ema", "frozen")
 TERMS = (*STATIC, *TRAINING_PHASE, *TEACHER_PHASE)
 
 
@@ -168,11 +182,12 @@ def host_offload_gib(shape: ModelShape, launch: Launch) -> float:
     return 16 * shape.params() / launch.nodes / GIB if launch.offload_optimizer else 0.0
 
 
-def checkpoint_bytes(n_params: int, deepspeed: bool = False) -> int:
+def checkpoint_bytes(n_params: int, deepspeed: bool = False, kept_teacher: bool = False) -> int:
     """A training checkpoint on disk. Plain: fp32 weights (4N) and AdamW's two fp32 moments (8N), 12N. DeepSpeed
     ZeRO: the optimizer shards hold the fp32 master weights and both moments (12N), the engine's model states the
-    16-bit weights (2N), and transformers saves the gathered 16-bit model (2N): 16N (131 GB for Qwen3-8B)."""
-    return (16 if deepspeed else 12) * n_params
+    16-bit weights (2N), and transformers saves the gathered 16-bit model (2N): 16N (131 GB for Qwen3-8B). An EMA or
+    frozen teacher adds its fp32 weights (4N)."""
+    return ((16 if deepspeed else 12) + (4 if kept_teacher else 0)) * n_params
 
 
 def vllm_check(shape: ModelShape, launch: Launch) -> tuple[float, float, float]:
@@ -228,16 +243,27 @@ def load_shape(model: str, shipped: Path) -> ModelShape:
     raise FileNotFoundError(f"no config.json for {model!r}: give a local model directory (shipped excerpts: {sorted(p.stem for p in shipped.glob('*.json'))})")
 
 
+def teacher_line(shape: ModelShape, launch: Launch) -> str:
+    """What the teacher source costs in memory (its compute is one no-grad forward a step for every source)."""
+    if not kept_teacher(launch):
+        return f"  teacher: {launch.teacher}: the policy itself scores (no copy of the weights)"
+    copy_gib = 4 * shape.params() / GIB
+    where = f"in host memory, {copy_gib:.1f} GiB per process, moved to the GPU for each teacher pass" if launch.teacher_offload else f"{copy_gib:.1f} GiB per GPU"
+    update = "; an EMA update (one pass over the weights) after every optimizer step" if launch.teacher == "ema" else ""
+    return f"  teacher: {launch.teacher}: one more copy of the weights (fp32, {where}){update}; +{copy_gib:.1f} GiB per checkpoint"
+
+
 def report(name: str, shape: ModelShape, launch: Launch) -> str:
     est = estimate(shape, launch)
     lines = [f"{name}: {est['params_b']:.2f}B params, {launch.gpus}×{launch.gpu_gib:.0f} GiB, {launch.strategy}, micro-batch {launch.micro_batch}, seq {launch.seq_len}, vLLM {launch.vllm}"]
     for group, keys in (("static", STATIC), ("training phase", TRAINING_PHASE), ("teacher phase", TEACHER_PHASE)):
         lines.append(f"  {group}:")
-        lines += [f"    {key:16s} {est[key]:8.1f} GiB" for key in keys]
+        lines += [f"    {key:16s} {est[key]:8.1f} GiB" for key in keys if key not in TEACHER_COPY or kept_teacher(launch)]
     lines.append(f"  per GPU: training phase {est['phase_training']:.1f} GiB, teacher phase {est['phase_teacher']:.1f} GiB (the phases never coexist)")
     lines.append(f"  {'total':18s} {est['total']:8.1f} GiB")
     if launch.offload_optimizer:
         lines.append(f"  host memory for the offloaded optimizer: {host_offload_gib(shape, launch):.0f} GiB per node (pinned)")
+    lines.append(teacher_line(shape, launch))
     if launch.vllm == "colocate":
         share, weights, kv = vllm_check(shape, launch)
         lines.append(f"  vLLM share {share:.1f} GiB ⊇ weights {weights:.1f} + reserve {launch.vllm_reserve_gib:.1f} + KV(one max-length sequence) {kv:.1f} GiB")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from antisd.core.passk import pass_at_k
-from antisd.scoring import sample
+from antisd.evaluation.scoring import sample
 from antisd.tasks import Task
 
 
@@ -33,7 +33,7 @@ def evaluate(
 ) -> EvalResult:
     """Sample ``k`` responses per held-out problem and grade them with the task's grader.
 
-    Sampling uses a private RNG stream (:func:`antisd.scoring.sample`): evaluation never shifts the training
+    Sampling uses a private RNG stream (:func:`antisd.evaluation.scoring.sample`): evaluation never shifts the training
     run's random state, and every model is evaluated with the same sampling noise for the same seed.
     Several processes each take the problems ``rank::world`` of ``shard = (rank, world)`` and ``gather``
     (an all-gather of Python lists, concatenated) combines them, so every process returns the same result.

@@ -37,6 +37,25 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+STATE_FILE = "antisd_state.json"  # the step's state (gate, σ_ref, warm PPL) in every checkpoint, written by both adapters
+
+
+def write_step_state(folder: Path, state: dict) -> None:
+    """The AntiSD step's ``state_dict()`` into a checkpoint folder."""
+    write_json_atomic(Path(folder) / STATE_FILE, state)
+
+
+def read_step_state(folder: Path, writer: str) -> dict:
+    """The AntiSD step's state from a checkpoint folder; a missing or damaged file is named (``writer``: who writes it)."""
+    path = Path(folder) / STATE_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete or was not written by {writer}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged ({e})") from None
+
+
 def read_run(run_dir: Path) -> dict | None:
     path = Path(run_dir) / RUN_FILE
     if not path.exists():

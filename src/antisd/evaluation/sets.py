@@ -39,7 +39,7 @@ GENERATED_PROBLEMS = 128  # held-out problems of a generated benchmark, as `anti
 
 
 def _math_task(name: str, rows: list[dict], spec: BenchmarkSpec) -> Task:
-    from antisd.rewards import math_grade
+    from antisd.tasks.math_grading import math_grade
 
     items = []
     for i, r in enumerate(rows):

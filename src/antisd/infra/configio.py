@@ -195,6 +195,11 @@ def parse_values(
         group = parser.add_argument_group("trainer fields (override the preset)")
         for name, (tp, help_text) in extra.items():
             group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"))
+    renamed = getattr(cls, "RENAMED_OPTIONS", {})  # old option names, refused with the new one
+    for arg in argv:
+        old = arg[2:].split("=")[0] if arg.startswith("--") else None
+        if old in renamed:
+            raise ValueError(f"{prog}: --{old} was renamed --{renamed[old]}")
     args = vars(parser.parse_args(_join_negative_values(argv)))
 
     values: dict[str, Any] = {}
@@ -206,6 +211,8 @@ def parse_values(
                 values[key] = convert(value, hints[key], f"{config_path}: {key}")
             elif key in extra:
                 extras[key] = convert(value, extra[key][0], f"{config_path}: {key}")
+            elif key in renamed:
+                raise ValueError(f"{config_path}: {key} was renamed {renamed[key]}")
             else:
                 raise _unknown(str(key), sorted([*fields, *extra]), str(config_path))
     for key, value in args.items():

@@ -17,12 +17,14 @@ import math
 from dataclasses import dataclass
 
 SIGNAL_NAMES = ("antisd", "sd", "sd_jsd", "revkl_ascent", "no_teacher")
-SHAPINGS = ("paper", "release")
+# Names of the step's registered modes (antisd.method.modes; register() there appends to these lists)
+SHAPINGS = ["paper", "release"]
 COMPOSES = ("additive", "multiplicative")
-LAMBDA_MODES = ("constant", "teacher_ppl")
-GATE_SIGNALS = ("teacher_entropy_median", "teacher_ppl", "student_ppl")
+LAMBDA_MODES = ["constant", "teacher_ppl"]
+GATE_SIGNALS = ["teacher_entropy_median", "teacher_ppl", "student_ppl"]
 WARMUP_STATISTICS = ("step_mean", "release_microbatch")
-SOLUTION_SOURCES = ("group_only", "group_then_reference")
+DEMONSTRATION_SOURCES = ("group_only", "group_then_reference", "reference_only")
+TEACHERS = ("live", "ema", "frozen", "none")
 TEACHER_MESSAGES = ("system_and_last_user", "all_but_last")
 PREFIX = "antisd_"
 
@@ -47,8 +49,12 @@ class AntiSDSettings:
     """Release λ_i: alpha."""
     lambda_min: float = 0.0
     """Release λ_i: λ_min (KKT floor)."""
+    lambda_tau_ratio: float = 0.93
+    """Release λ_i threshold τ = max(ratio·m, lambda_tau_floor), m the warm teacher PPL (the release reuses its gate's 0.93)."""
+    lambda_tau_floor: float | None = None
+    """Floor of τ (release: 1.01, its gate floor); None: no floor."""
     lambda_tau_offset: float | None = None
-    """Release λ_i threshold τ: None uses max(down_ratio·m, min_threshold) of the warm PPL m; a number uses m − offset (sd.sh)."""
+    """A number replaces the ratio: τ = m − offset (sd.sh, 0.10); None uses lambda_tau_ratio."""
     ppl_spike: float = 3.0
     """Sequences with teacher PPL above this get λ_i = 0 and are left out of the PPL gate statistic."""
     gate: bool = True
@@ -79,16 +85,22 @@ class AntiSDSettings:
     """Release: sequences with at least this many response tokens get no AntiSD term (32768 for thinking models)."""
     recalibrate_on_resume: bool = False
     """Warm up the gate again after resuming (the released code always does; we restore the saved gate unless asked)."""
-    solution_source: str = "group_only"
-    """'group_only' (released code: demonstrations only from correct siblings) or 'group_then_reference' (fall back to the row's 'reference')."""
+    teacher: str = "live"
+    """Whose weights score the privileged context: 'live' (the policy itself under stop-gradient, the paper), 'ema' (an exponential moving average of the policy), 'frozen' (the initial policy), 'none' (no teacher pass; needs lambda_max = 0)."""
+    teacher_ema_decay: float = 0.99
+    """teacher='ema': after every optimizer step θ_T ← decay·θ_T + (1 − decay)·θ."""
+    teacher_offload: bool = False
+    """teacher='ema'/'frozen': keep the teacher's weights in host memory between teacher passes (saves one model copy of accelerator memory, costs two copies per step)."""
+    demonstration_source: str = "group_only"
+    """'group_only' (released code: demonstrations only from correct siblings), 'group_then_reference' (fall back to the row's reference solution) or 'reference_only' (always the reference solution)."""
     success_threshold: float = 1.0
     """A rollout with reward ≥ this is a correct sibling usable as demonstration."""
     cut_demonstration: bool = True
     """Cut a demonstration right after its final answer (release truncate_solution_at_correct_answer), where the task can."""
-    max_solution_tokens: int = 3072
+    max_demonstration_tokens: int = 3072
     """Demonstrations longer than this are cut to 25% head + 75% tail."""
-    solution_budget_from_prompt: bool = False
-    """Release: demonstration budget min(max_solution_tokens, max_reprompt_len − prompt − feedback − 300), at least 128."""
+    demonstration_budget_from_prompt: bool = False
+    """Release: demonstration budget min(max_demonstration_tokens, max_reprompt_len − prompt − feedback − 300), at least 128."""
     max_reprompt_len: int = 4096
     """Teacher prompts longer than this are head/tail truncated (counted in antisd/teacher_prompt_truncated)."""
     reprompt_head_fraction: float = 0.25
@@ -110,13 +122,13 @@ class AntiSDSettings:
     control: bool = False
     """Experimental: use u − u_control, u_control the PMI under a *mismatched* correct solution (another group's) in the same template, so the term acts only on what the right solution tells; costs a third forward (perf/antisd_control_forward_s)."""
     diagnostics: bool = False
-    """Score the teacher even when it cannot change the advantages (λ_max = 0, e.g. the grpo preset), for the antisd/* diagnostics; costs one forward. antisd compare turns it on."""
+    """Compute the teacher's full-vocabulary entropy (antisd/teacher_entropy_mean) even when the gate does not use it; with lambda_max = 0 and a teacher, the teacher pass is diagnostics only. antisd compare turns it on."""
 
     def __post_init__(self):
         choices = {
             "signal": SIGNAL_NAMES, "shaping": SHAPINGS, "compose": COMPOSES, "lambda_mode": LAMBDA_MODES,
-            "gate_signal": GATE_SIGNALS, "warmup_statistic": WARMUP_STATISTICS, "solution_source": SOLUTION_SOURCES,
-            "teacher_messages": TEACHER_MESSAGES,
+            "gate_signal": GATE_SIGNALS, "warmup_statistic": WARMUP_STATISTICS, "demonstration_source": DEMONSTRATION_SOURCES,
+            "teacher_messages": TEACHER_MESSAGES, "teacher": TEACHERS,
         }  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -129,7 +141,7 @@ class AntiSDSettings:
         self._check_combinations()
 
     def _check_ranges(self) -> None:
-        nonneg = ("lambda_max", "lambda_min", "lambda_coef", "gate_down_ratio", "gate_up_ratio", "outlier_k", "log_clip", "z_clip", "log_categories_every", "gate_warmup_steps")
+        nonneg = ("lambda_max", "lambda_min", "lambda_coef", "lambda_tau_ratio", "gate_down_ratio", "gate_up_ratio", "outlier_k", "log_clip", "z_clip", "log_categories_every", "gate_warmup_steps")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name} must be ≥ 0, got {getattr(self, name)}")
@@ -139,19 +151,26 @@ class AntiSDSettings:
             raise ValueError(f"{PREFIX}gate_up_ratio ({self.gate_up_ratio}) is below {PREFIX}gate_down_ratio ({self.gate_down_ratio}): no hysteresis band")
         if not 0 < self.reprompt_head_fraction < 1:
             raise ValueError(f"{PREFIX}reprompt_head_fraction must be in (0, 1), got {self.reprompt_head_fraction}")
-        for name in ("max_solution_tokens", "max_reprompt_len"):
+        for name in ("max_demonstration_tokens", "max_reprompt_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{PREFIX}{name} must be ≥ 1, got {getattr(self, name)}")
         if self.len_mask is not None and self.len_mask < 1:
             raise ValueError(f"{PREFIX}len_mask must be ≥ 1 (or None: no length mask), got {self.len_mask}")
         if self.ppl_spike <= 1:
             raise ValueError(f"{PREFIX}ppl_spike must be > 1 (a perplexity is never below 1), got {self.ppl_spike}")
+        if not 0 <= self.teacher_ema_decay < 1:
+            raise ValueError(f"{PREFIX}teacher_ema_decay must be in [0, 1), got {self.teacher_ema_decay}")
+        if self.lambda_tau_floor is not None and self.lambda_tau_floor < 0:
+            raise ValueError(f"{PREFIX}lambda_tau_floor must be ≥ 0, got {self.lambda_tau_floor}")
         if self.gate_min_threshold is not None and self.gate_min_threshold < 0:
             raise ValueError(f"{PREFIX}gate_min_threshold must be ≥ 0, got {self.gate_min_threshold}")
         if self.lambda_min > self.lambda_max:
             raise ValueError(f"{PREFIX}lambda_min ({self.lambda_min}) is above {PREFIX}lambda_max ({self.lambda_max})")
 
     def _check_combinations(self) -> None:
+        if self.teacher == "none" and (self.lambda_max > 0 or self.diagnostics):
+            what = f"{PREFIX}lambda_max={self.lambda_max}" if self.lambda_max > 0 else f"{PREFIX}diagnostics=True"
+            raise ValueError(f"{what} needs a teacher pass: set {PREFIX}teacher=live (or ema, frozen), or {PREFIX}lambda_max=0 and {PREFIX}diagnostics=False for plain GRPO")
         if self.gate and self.gate_warmup_steps == 0:
             raise ValueError(f"{PREFIX}gate=True needs {PREFIX}gate_warmup_steps ≥ 1 to calibrate its thresholds; for a term that is always on use {PREFIX}gate=False")
         if self.lambda_mode == "teacher_ppl" and self.gate_warmup_steps < 1:
@@ -171,8 +190,13 @@ class AntiSDSettings:
 
     @property
     def scores_teacher(self) -> bool:
-        """Whether a step needs the teacher: not when λ_max = 0 (plain GRPO) unless diagnostics are asked for."""
-        return self.lambda_max > 0 or self.diagnostics
+        """Whether a step runs the teacher pass: the explicit ``teacher`` switch."""
+        return self.teacher != "none"
+
+    @property
+    def needs_teacher_entropy(self) -> bool:
+        """Whether the teacher pass computes full-vocabulary entropies: for the paper's entropy gate or diagnostics."""
+        return self.gate_signal == "teacher_entropy_median" or self.diagnostics
 
     def replace(self, **changes) -> "AntiSDSettings":
         """A validated copy with ``changes`` (field names without the prefix); unknown names are named."""
@@ -190,7 +214,17 @@ class AntiSDSettings:
         return {PREFIX + k: v for k, v in self.to_dict().items()}
 
 
+# Old names, refused with the new one (one name per idea: a correct sibling shown to the teacher is a "demonstration")
+RENAMED = {
+    "solution_source": "demonstration_source",
+    "max_solution_tokens": "max_demonstration_tokens",
+    "solution_budget_from_prompt": "demonstration_budget_from_prompt",
+}
+
+
 def _unknown(key: str, known) -> KeyError:
+    if key in RENAMED:
+        return KeyError(f"AntiSD setting {PREFIX}{key} was renamed {PREFIX}{RENAMED[key]}")
     close = difflib.get_close_matches(key, sorted(known), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return KeyError(f"unknown AntiSD setting {key!r}.{hint}")
@@ -213,18 +247,19 @@ _RELEASE = AntiSDSettings(
     gate_signal="teacher_ppl",
     gate_up_ratio=1.07,
     gate_min_threshold=1.01,
+    lambda_tau_floor=1.01,
     gate_rearm_from_floor=True,
     gate_lag=1,
     warmup_statistic="release_microbatch",
-    solution_budget_from_prompt=True,
+    demonstration_budget_from_prompt=True,
     reprompt_head_fraction=1 / 3,
     reprompt_separator=" ... ",
     teacher_messages="all_but_last",
 )
 
 PRESETS: dict[str, AntiSDSettings] = {
-    # λ = 0: plain GRPO at TRL's cost. The teacher is scored only with --antisd_diagnostics true (compare does).
-    "grpo": _PAPER.replace(lambda_max=0.0, gate=False),
+    # λ = 0 and no teacher pass: plain GRPO at TRL's cost (compare scores a live teacher for the antisd/* diagnostics).
+    "grpo": _PAPER.replace(lambda_max=0.0, gate=False, teacher="none"),
     # The paper's default self-distillation: reverse-KL descent, δ = +u, no gate (Table 1 "+SD").
     "sd": _PAPER.replace(signal="sd", gate=False),
     # The released code's SD baseline (sd.sh): JSD descent +φ(u), release shaping, gate disabled, τ = m − 0.10.
@@ -239,6 +274,9 @@ PRESETS: dict[str, AntiSDSettings] = {
     "no_teacher": _PAPER.replace(signal="no_teacher"),
     "multiplicative": _PAPER.replace(compose="multiplicative"),
     "student_ppl_gate": _PAPER.replace(gate_signal="student_ppl"),
+    # Teacher ablations (not in the paper): is the signal the context, or the drift between teacher and student?
+    "antisd_frozen_teacher": _PAPER.replace(teacher="frozen"),
+    "antisd_ema_teacher": _PAPER.replace(teacher="ema"),
     # Experimental (issue #12, not in the paper): the paper's AntiSD on u − u_control, the control teacher seeing
     # another group's correct solution; removes the format shift any solution causes. A third forward.
     "antisd_control_experimental": _PAPER.replace(control=True),

@@ -7,9 +7,9 @@ For rollout i of a group, the teacher sees, in one user turn:
     Now solve this problem step by step.
 followed, in the assistant turn, by rollout i's own response tokens, which the teacher re-scores.
 
-Defaults follow the released launchers: ``solution_source=group_only`` (no dataset fallback), the first eligible
+Defaults follow the released launchers: ``demonstration_source=group_only`` (no dataset fallback), the first eligible
 sibling in batch order, never the rollout's own text, feedback included even with a solution, demonstrations cut
-after their final answer and head/tail-truncated to ``max_solution_tokens`` (25% head, 75% tail). With no correct
+after their final answer and head/tail-truncated to ``max_demonstration_tokens`` (25% head, 75% tail). With no correct
 sibling the feedback-only template is used; with neither solution nor feedback the bare prompt (u ≈ 0).
 """
 
@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Sequence
 
-from antisd.settings import AntiSDSettings
+from antisd.method.settings import AntiSDSettings
 
 REPROMPT = "{prompt}{solution}{feedback}\n\nNow solve this problem step by step.\n"
 SOLUTION = "\nYour previous attempt:\n\n{successful_previous_attempt}\n\n"
@@ -126,7 +126,7 @@ def teacher_messages(prompt_messages: list[dict], user_text: str, mode: str = "s
     return list(kept) + [{"role": "user", "content": user_text}]
 
 
-# The release's demonstration budget: min(max_solution_tokens, max_reprompt_len − prompt − feedback − 300) ≥ 128.
+# The release's demonstration budget: min(max_demonstration_tokens, max_reprompt_len − prompt − feedback − 300) ≥ 128.
 RELEASE_BUDGET_MARGIN, RELEASE_BUDGET_FLOOR = 300, 128
 
 
@@ -147,7 +147,8 @@ class DemonstrationCleaner:
     tokenize: Callable[[str], list[int]]
     detokenize: Callable[[list[int]], str]
     max_tokens: int = 3072
-    cut_after_answer: Callable[[str], str] | None = None
+    cut_demonstration: Callable[[str], str] | None = None
+    """The task's rule that cuts a demonstration right after its final answer (None: keep it whole)."""
     remove_thinking: bool = False
 
     def __call__(self, text: str, max_tokens: int | None = None) -> tuple[str, bool]:
@@ -155,8 +156,8 @@ class DemonstrationCleaner:
         budget = self.max_tokens if max_tokens is None else max_tokens
         if self.remove_thinking:
             text = strip_thinking(text)
-        if self.cut_after_answer is not None:
-            text = self.cut_after_answer(text)
+        if self.cut_demonstration is not None:
+            text = self.cut_demonstration(text)
         ids = self.tokenize(text)
         if len(ids) <= budget:
             return text, False
@@ -169,7 +170,7 @@ class TeacherContextBuilder:
 
     What a framework must give :meth:`build`, for the whole generation batch (all processes, batch order):
     - ``texts``: each rollout's decoded response (special tokens skipped);
-    - ``rewards``: each rollout's scalar reward, NaN where it could not be scored (no feedback, never a demo);
+    - ``rewards``: each rollout's scalar reward, NaN where it could not be scored (no feedback, never a demonstration);
     - ``group_ids``: which prompt each rollout answers (TRL: consecutive runs of G; verl: the ``uid``);
     and for the rows this process scores: ``rows`` (their indices in the batch), their ``prompts`` (a string or
     a list of chat messages, as the student saw them) and ``references`` (the row's reference solution or None).
@@ -190,48 +191,58 @@ class TeacherContextBuilder:
         scored = [-math.inf if math.isnan(r) else r for r in rewards]
         picks = select_demonstrations_by_group(scored, group_ids, s.success_threshold)
         mismatched = select_mismatched_demonstrations(scored, group_ids, s.success_threshold) if control else None
-        teacher, stats = [], {"demo": 0, "reference": 0, "demo_truncated": 0, "n": len(rows), "has_context": [], "control_missing": 0}
+        teacher = []
+        stats = {key: [] for key in ("has_context", "demonstration_rows", "reference_rows", "truncated_rows", "control_missing_rows")}
         budgets: dict[tuple, int] = {}  # the G rollouts of a group share prompt and often feedback: count tokens once
         for g, prompt, reference in zip(rows, prompts, references):
             prompt_text = prompt if isinstance(prompt, str) else last_user_text(prompt)
             feedback = None
             if s.include_feedback and not math.isnan(rewards[g]):
                 feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
-            source = texts[picks[g]] if picks[g] is not None else reference if s.solution_source == "group_then_reference" else None
+            source, from_group = self._source(picks[g], texts, reference)
             missing = False
             if control and source:
                 source = texts[mismatched[g]] if mismatched[g] is not None else None
                 missing = source is None
-                stats["control_missing"] += int(missing)
-            demo = None
+            demonstration, cut = None, False
             if source:
                 key = (prompt_text, feedback)
                 if key not in budgets:
-                    budgets[key] = self._demo_budget(prompt_text, feedback)
-                demo, cut = self.clean(source, budgets[key])
-                stats["demo" if picks[g] is not None else "reference"] += 1
-                stats["demo_truncated"] += int(cut)
-            stats["has_context"].append(bool(demo or feedback) and not missing)
-            user = teacher_user_text(prompt_text, demo, feedback, self.templates)
+                    budgets[key] = self._demonstration_budget(prompt_text, feedback)
+                demonstration, cut = self.clean(source, budgets[key])
+            for name, flag in (("demonstration_rows", bool(source) and from_group), ("reference_rows", bool(source) and not from_group),
+                               ("truncated_rows", cut), ("control_missing_rows", missing)):  # fmt: skip
+                stats[name].append(flag)
+            stats["has_context"].append(bool(demonstration or feedback) and not missing)
+            user = teacher_user_text(prompt_text, demonstration, feedback, self.templates)
             teacher.append(user if isinstance(prompt, str) else teacher_messages(prompt, user, s.teacher_messages))
         return teacher, stats
 
-    def _demo_budget(self, prompt_text: str, feedback: str | None) -> int:
+    def _source(self, pick: int | None, texts: Sequence[str], reference: Any) -> tuple[Any, bool]:
+        """The demonstration's source text and whether it is a sibling (settings.demonstration_source)."""
+        mode = self.settings.demonstration_source
+        if mode == "reference_only":
+            return reference, False
+        if pick is not None:
+            return texts[pick], True
+        return (reference if mode == "group_then_reference" else None), False
+
+    def _demonstration_budget(self, prompt_text: str, feedback: str | None) -> int:
         s = self.settings
-        if not s.solution_budget_from_prompt:
-            return s.max_solution_tokens
+        if not s.demonstration_budget_from_prompt:
+            return s.max_demonstration_tokens
         used = len(self.clean.tokenize(prompt_text)) + len(self.clean.tokenize(self.templates.feedback.format(feedback_raw=feedback) if feedback else ""))
-        return max(min(s.max_solution_tokens, s.max_reprompt_len - used - RELEASE_BUDGET_MARGIN), RELEASE_BUDGET_FLOOR)
+        return max(min(s.max_demonstration_tokens, s.max_reprompt_len - used - RELEASE_BUDGET_MARGIN), RELEASE_BUDGET_FLOOR)
 
 
-def builder_for_tokenizer(settings: AntiSDSettings, tokenizer: Any, cut_after_answer: Callable[[str], str] | None) -> TeacherContextBuilder:
+def builder_for_tokenizer(settings: AntiSDSettings, tokenizer: Any, cut_demonstration: Callable[[str], str] | None) -> TeacherContextBuilder:
     """The context builder of a trainer: demonstrations tokenized with ``tokenizer`` (a Hugging Face tokenizer),
-    cut after their final answer with ``cut_after_answer`` when ``settings.cut_demonstration``."""
+    cut after their final answer with the task's ``cut_demonstration`` when ``settings.cut_demonstration``."""
     cleaner = DemonstrationCleaner(
         tokenize=lambda text: tokenizer(text, add_special_tokens=False)["input_ids"],
         detokenize=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
-        max_tokens=settings.max_solution_tokens,
-        cut_after_answer=cut_after_answer if settings.cut_demonstration else None,
+        max_tokens=settings.max_demonstration_tokens,
+        cut_demonstration=cut_demonstration if settings.cut_demonstration else None,
         remove_thinking=settings.remove_thinking,
     )
     return TeacherContextBuilder(settings, cleaner)
@@ -244,10 +255,15 @@ def teacher_prompt_ids(tokenizer: Any, teacher_prompt: Any, settings: AntiSDSett
     prompt is tokenized exactly as TRL tokenizes the student's string prompts (special tokens such as BOS
     included), so teacher and student differ only by the context. Returns (ids, was_truncated).
     """
-    if isinstance(teacher_prompt, str):
-        ids = tokenizer(teacher_prompt)["input_ids"]
-    else:
-        ids = list(tokenizer.apply_chat_template(teacher_prompt, add_generation_prompt=True, tokenize=True, return_dict=False, **(chat_template_kwargs or {})))
+    ids = prompt_ids(tokenizer, teacher_prompt, chat_template_kwargs)
     sep = tokenizer(settings.reprompt_separator, add_special_tokens=False)["input_ids"]
     budget = settings.max_reprompt_len
     return head_tail_truncate(ids, budget, sep, settings.reprompt_head_fraction), len(ids) > budget
+
+
+def prompt_ids(tokenizer: Any, prompt: Any, chat_template_kwargs: dict | None = None) -> list[int]:
+    """Token ids of a student or teacher prompt: a string as TRL tokenizes string prompts (special tokens such as
+    BOS included), chat messages through the chat template with the generation prompt."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    return list(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False, **(chat_template_kwargs or {})))

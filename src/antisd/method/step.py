@@ -16,48 +16,17 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import torch
 
-from antisd.core import (
-    COMPOSERS,
-    SchmittGate,
-    SigmaRef,
-    get_signal,
-    paper_signal,
-    release_signal,
-    sequence_ppl,
-    teacher_ppl_lambda,
-    token_pmi,
-)
-from antisd.settings import AntiSDSettings
+from antisd.core import COMPOSERS, SchmittGate, SigmaRef, get_signal, sequence_ppl, token_pmi
+from antisd.method import modes
+from antisd.method.reducer import LOCAL, LocalReducer, Reducer, global_token_std  # noqa: F401 (re-exported)
+from antisd.method.settings import AntiSDSettings
 
 
-class Reducer(Protocol):
-    """Cross-process reductions a framework provides (identity on one process)."""
-
-    def sum(self, values: Sequence[float]) -> list[float]:
-        """Elementwise sum of ``values`` over processes (float64)."""
-
-    def gather(self, x_N: torch.Tensor) -> torch.Tensor:
-        """1-D ``x_N`` of every process, concatenated (lengths may differ between processes)."""
-
-
-class LocalReducer:
-    """The reducer of a single process: sums and gathers are the identity."""
-
-    def sum(self, values: Sequence[float]) -> list[float]:
-        return [float(v) for v in values]
-
-    def gather(self, x_N: torch.Tensor) -> torch.Tensor:
-        return x_N.flatten()
-
-
-LOCAL = LocalReducer()
-
-
-@dataclass
+@dataclass(kw_only=True)
 class StepInputs:
     """One process's rows of a generation batch. B rows, T response positions (right-padded)."""
 
@@ -81,7 +50,7 @@ class StepInputs:
     u − u_control = log π_T − log π_C. None otherwise."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepPlan:
     """The batch-level decisions of one step (:meth:`AntiSDStep.decide`)."""
 
@@ -94,7 +63,7 @@ class StepPlan:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepOutput:
     advantages_BT: torch.Tensor
     """[B, T] advantages for the policy loss (A_seq at masked positions)."""
@@ -115,6 +84,9 @@ class AntiSDStep:
         self.settings = s = settings
         self.signal_fn = get_signal(s.signal)
         self.compose_fn = COMPOSERS[s.compose]
+        self.shaping_fn = modes.SHAPINGS[s.shaping]
+        self.gate_statistic_fn = modes.GATE_STATISTICS[s.gate_signal]
+        self.lambda_fn = modes.LAMBDA_MODES[s.lambda_mode]
         warmup = s.gate_warmup_steps if s.needs_warmup else 0
         # A disabled gate still calibrates (σ_ref, τ) but never closes: down_ratio 0 is below any statistic.
         self.gate = SchmittGate(
@@ -135,9 +107,13 @@ class AntiSDStep:
     # --- the step -----------------------------------------------------------------------------------------------
 
     def __call__(self, x: StepInputs, reducer: Reducer = LOCAL) -> StepOutput:
-        """The whole step: :meth:`decide` on the batch, then :meth:`compose_rows` on all its rows."""
+        """The whole step when the student's log-probs are at hand: :meth:`decide`, then :meth:`compose_rows` on
+        every row (what both adapters do in two calls when the student's log-probs come later)."""
         plan = self.decide(x, reducer)
-        out = self.compose_rows(x.seq_adv_B, x.teacher_logp_BT, x.student_logp_BT, plan.term_mask_BT, plan.lam_B, reducer, x.control_logp_BT)
+        out = self.compose_rows(
+            seq_adv_B=x.seq_adv_B, teacher_logp_BT=x.teacher_logp_BT, student_logp_BT=x.student_logp_BT,
+            term_mask_BT=plan.term_mask_BT, lam_B=plan.lam_B, control_logp_BT=x.control_logp_BT, reducer=reducer,
+        )  # fmt: skip
         out.gate_on, out.statistic, out.metrics = plan.gate_on, plan.statistic, plan.metrics | out.metrics
         return out
 
@@ -177,7 +153,7 @@ class AntiSDStep:
             gate_on = self.gate.step(stat)
             if not was_calibrated:
                 if student_logp_BT is not None:
-                    u_BT = self.pmi(teacher_logp_BT, student_logp_BT, signal_mask_BT, x.control_logp_BT)
+                    u_BT = self.signal_u(teacher_logp_BT, student_logp_BT, signal_mask_BT, x.control_logp_BT)
                     self.sigma_ref.observe(global_token_std(-u_BT, signal_mask_BT, reducer))
                 self._observe_warm_ppl(teacher_ppl_B, signal_mask_BT, x.microbatch_B, reducer)
                 if self.gate.calibrated:
@@ -189,52 +165,40 @@ class AntiSDStep:
             term_mask_BT = signal_mask_BT & x.has_context_B.bool().to(signal_mask_BT.device)[:, None]
         lam_B = self.lambdas(gate_on, teacher_ppl_B)
         metrics = self._batch_metrics(x, gate_on, stat, lam_B, teacher_ppl_B, signal_mask_BT, reducer)
-        return StepPlan(gate_on, stat, lam_B, term_mask_BT, metrics)
+        return StepPlan(gate_on=gate_on, statistic=stat, lam_B=lam_B, term_mask_BT=term_mask_BT, metrics=metrics)
 
-    def pmi(self, teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT=None) -> torch.Tensor:
+    def signal_u(self, teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT=None) -> torch.Tensor:
         """[B, T] the u the signal acts on: log π_T − log π_S, or with a control u − u_control = log π_T − log π_C."""
         u_BT = token_pmi(teacher_logp_BT, student_logp_BT, mask_BT)
         if self.settings.control:
             u_BT = u_BT - token_pmi(control_logp_BT, student_logp_BT, mask_BT)
         return u_BT
 
-    def compose_rows(self, seq_adv_B, teacher_logp_BT, student_logp_BT, term_mask_BT, lam_B, reducer: Reducer = LOCAL, control_logp_BT=None) -> StepOutput:
+    def compose_rows(
+        self, *, seq_adv_B, teacher_logp_BT, student_logp_BT, term_mask_BT, lam_B, control_logp_BT=None, reducer: Reducer = LOCAL
+    ) -> StepOutput:  # fmt: skip
         """Per-row part: u, the (shaped) signal and the composed [B, T] advantages of any subset of the batch's rows,
         with the plan's λ_i and term mask for those rows. Row-local except the token metrics (reduced)."""
-        s = self.settings
         mask_BT = term_mask_BT.bool() & torch.isfinite(student_logp_BT)
-        u_BT = self.pmi(teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT)
-        if s.shaping == "release":
-            signal_BT = release_signal(
-                u_BT, student_logp_BT, mask_BT, self.signal_fn, sigma_ref=self.sigma_ref.value,
-                k_sigma=s.outlier_k, log_clip=s.log_clip, z_clip=s.z_clip, len_mask=s.len_mask,
-            )  # fmt: skip
-        else:
-            signal_BT = paper_signal(u_BT, student_logp_BT, mask_BT, self.signal_fn)
+        u_BT = self.signal_u(teacher_logp_BT, student_logp_BT, mask_BT, control_logp_BT)
+        signal_BT = self.shaping_fn(
+            u_BT=u_BT, student_logp_BT=student_logp_BT, mask_BT=mask_BT, signal_fn=self.signal_fn, settings=self.settings, sigma_ref=self.sigma_ref.value
+        )  # fmt: skip
         adv_BT = self.compose_fn(seq_adv_B, signal_BT, lam_B, mask_BT)
-        out = StepOutput(adv_BT, u_BT, signal_BT, mask_BT, lam_B, False, math.nan)
+        out = StepOutput(advantages_BT=adv_BT, u_BT=u_BT, signal_BT=signal_BT, signal_mask_BT=mask_BT, lam_B=lam_B, gate_on=False, statistic=math.nan)
         out.metrics = self._token_metrics(out, student_logp_BT, term_mask_BT, reducer)
         return out
 
     def gate_statistic(self, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, reducer: Reducer) -> float:
         """The gate's global statistic for this batch (module docstring of :mod:`antisd.core.gate`)."""
-        s = self.settings
-        if s.gate_signal == "teacher_entropy_median":
-            if teacher_ent_BT is None:
-                raise ValueError("the entropy gate needs teacher_entropy_BT")
-            values = reducer.gather(teacher_ent_BT[mask_BT.bool()].float())
-            values = values[~torch.isnan(values)]
-            return values.median().item() if values.numel() else float("nan")
-        return self._ppl_statistic(teacher_ppl_B if s.gate_signal == "teacher_ppl" else student_ppl_B, mask_BT, reducer)
-
-    def _ppl_statistic(self, ppl_B: torch.Tensor, mask_BT: torch.Tensor, reducer: Reducer) -> float:
-        keep_B = (ppl_B <= self.settings.ppl_spike) & mask_BT.any(dim=1)
-        total, count = reducer.sum([ppl_B[keep_B].double().sum().item(), keep_B.sum().item()])
-        return total / count if count else float("nan")
+        return self.gate_statistic_fn(
+            teacher_entropy_BT=teacher_ent_BT, teacher_ppl_B=teacher_ppl_B, student_ppl_B=student_ppl_B, mask_BT=mask_BT,
+            settings=self.settings, reducer=reducer,
+        )  # fmt: skip
 
     def _observe_warm_ppl(self, teacher_ppl_B, mask_BT, microbatch_B, reducer: Reducer) -> None:
         """Record this warm-up step's teacher-PPL statistic (and, for the release statistic, micro-batch means)."""
-        self.ppl_warm_values.append(self._ppl_statistic(teacher_ppl_B, mask_BT, reducer))
+        self.ppl_warm_values.append(modes.ppl_statistic(teacher_ppl_B, mask_BT, self.settings.ppl_spike, reducer))
         if self.settings.warmup_statistic != "release_microbatch":
             return
         rows_B = mask_BT.any(dim=1)
@@ -261,25 +225,14 @@ class AntiSDStep:
         self.ppl_warm = statistics.median(finite) if finite else math.nan
 
     def tau(self) -> float:
-        """The release λ_i threshold τ: max(down_ratio·m, floor), or m − offset (sd.sh), m the warm teacher PPL."""
-        s, warm = self.settings, self.ppl_warm
-        tau = warm - s.lambda_tau_offset if s.lambda_tau_offset is not None else s.gate_down_ratio * warm
-        return max(tau, s.gate_min_threshold) if s.gate_min_threshold is not None else tau
+        """The release λ_i threshold τ (:func:`antisd.method.modes.tau`) from the warm teacher PPL."""
+        return modes.tau(self.settings, self.ppl_warm)
 
     def lambdas(self, gate_on: bool, teacher_ppl_B: torch.Tensor) -> torch.Tensor:
-        """[B] λ_i: 0 with the gate shut, λ_max (paper) or the release's per-sequence λ_i from teacher PPL."""
-        s = self.settings
+        """[B] λ_i: 0 with the gate shut, else the λ mode's (constant λ_max, or the release's per-sequence λ_i)."""
         if not gate_on:
             return torch.zeros_like(teacher_ppl_B)
-        if s.lambda_mode == "constant":
-            return torch.full_like(teacher_ppl_B, s.lambda_max)
-        tau = self.tau()
-        if not math.isfinite(tau):  # no usable warm-up value (every warm-up PPL above the spike): no term, never NaN
-            return torch.zeros_like(teacher_ppl_B)
-        return teacher_ppl_lambda(
-            teacher_ppl_B, tau, coef=s.lambda_coef, alpha=s.lambda_alpha,
-            lam_min=s.lambda_min, lam_max=s.lambda_max, ppl_spike=s.ppl_spike,
-        )  # fmt: skip
+        return self.lambda_fn(teacher_ppl_B=teacher_ppl_B, settings=self.settings, warm_ppl=self.ppl_warm)
 
     # --- metrics ------------------------------------------------------------------------------------------------
 
@@ -353,12 +306,6 @@ class AntiSDStep:
             self.gate.recalibrate()
             self.ppl_warm_values, self.microbatch_warm_values, self.ppl_warm = [], [], None
 
-
-def global_token_std(x_BT: torch.Tensor, mask_BT: torch.Tensor, reducer: Reducer) -> float:
-    """Population std of ``x`` over the valid tokens of every process (one-pass sums, float64)."""
-    m = mask_BT.bool()
-    s, ss, n = reducer.sum([x_BT[m].double().sum().item(), x_BT[m].double().square().sum().item(), m.sum().item()])
-    return math.sqrt(max(ss / n - (s / n) ** 2, 0.0)) if n else float("nan")
 
 
 def upper_median(values: Sequence[float]) -> float:

@@ -1,0 +1,1 @@
+"""The method, framework-neutral: settings, privileged context, the teacher pass, teacher sources, the step (docs/architecture.md)."""
