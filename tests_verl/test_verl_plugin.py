@@ -374,7 +374,7 @@ class ModelWorkers:
 
 
 def _wired_trainer(settings, tok, model, tq):
-    from antisd.integrations.verl.trainer import AntiSDTrainer
+    from antisd.integrations.verl.trainer import AntiSDTrainer, teacher_pass_for
 
     trainer = AntiSDTrainer.__new__(AntiSDTrainer)  # verl's __init__ starts Ray and the workers
     trainer.config = OmegaConf.create({
@@ -384,6 +384,7 @@ def _wired_trainer(settings, tok, model, tq):
     })  # fmt: skip
     trainer.tokenizer, trainer.tq = tok, tq
     trainer.antisd_settings, trainer.antisd_step = settings, AntiSDStep(settings)
+    trainer.teacher_pass = teacher_pass_for(settings, tok, trainer.config)
     trainer.actor_rollout_wg = ModelWorkers(model, tq)
     return trainer
 

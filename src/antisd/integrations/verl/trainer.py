@@ -45,6 +45,13 @@ def nested(rows: list[torch.Tensor]) -> torch.Tensor:
     return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
 
 
+def teacher_pass_for(settings, tokenizer, config) -> TeacherPass:
+    """The teacher pass of this trainer: verl's math rewards grade the last \\boxed{}, so demonstrations are cut
+    after it; the teacher prompt uses the data's chat-template arguments, as the student's did."""
+    kwargs = dict(config.data.get("apply_chat_template_kwargs") or {})
+    return TeacherPass(settings, tokenizer, cut_demonstration=cut_after_last_boxed, chat_template_kwargs=kwargs)
+
+
 @register_trainer("antisd_sync")
 class AntiSDTrainer(PPOTrainerSync):
     tq = transfer_queue  # the TransferQueue client module (a seam: the CPU tests use an in-memory one)
@@ -63,9 +70,7 @@ class AntiSDTrainer(PPOTrainerSync):
         super().__init__(config)
         self.antisd_settings = settings
         self.antisd_step = AntiSDStep(settings)
-        # verl's math rewards grade the last \boxed{}, so demonstrations are cut after it
-        self.teacher_pass = TeacherPass(settings, self.tokenizer, cut_demonstration=cut_after_last_boxed,
-                                        chat_template_kwargs=dict(self.config.data.get("apply_chat_template_kwargs") or {}))  # fmt: skip
+        self.teacher_pass = teacher_pass_for(settings, self.tokenizer, self.config)
 
     def _compute_advantage(self, batch, metrics):
         batch = super()._compute_advantage(batch, metrics)
