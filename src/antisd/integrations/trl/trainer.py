@@ -1,13 +1,17 @@
 """``AntiSDTrainer``: TRL's stable ``GRPOTrainer`` with per-token AntiSD advantages.
 
-An adapter: it gathers what the shared AntiSD step needs and hands it over (:class:`antisd.method.step.AntiSDStep`,
-:class:`antisd.method.context.TeacherContextBuilder`). It overrides as little of TRL as possible:
+An adapter: it translates TRL's generation batch for the method (:class:`antisd.method.teacher_pass.TeacherPass`,
+:class:`antisd.method.step.AntiSDStep`) and supplies a scoring callback and a reducer. It overrides as little of
+TRL as possible:
 - ``_calculate_rewards``: keeps the globally gathered rewards (needed to pick correct siblings);
-- ``_generate_and_score_completions``: after TRL has generated, scored and computed A_seq, builds each rollout's
-  teacher input, runs one no-grad teacher forward with the *current* weights (the paper's teacher is the policy
-  itself under stop-gradient), and replaces ``advantages`` [B] by the step's [B, T] ones. TRL's own
-  ``_compute_loss`` accepts [B, T] advantages as-is, so every TRL loss type, clipping and IS correction applies.
-- ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the step's state (gate, σ_ref) lives in every checkpoint.
+- ``_generate_and_score_completions``: after TRL has generated, scored and computed A_seq, runs the teacher pass
+  (teacher inputs, one no-grad forward under the teacher source's weights: by default the *current* policy, the
+  paper's teacher under stop-gradient), then ``decide`` and ``compose_rows``, and replaces ``advantages`` [B] by
+  the step's [B, T] ones. TRL's own ``_compute_loss`` accepts [B, T] advantages as-is, so every TRL loss type,
+  clipping and IS correction applies. Without TRL's old log-probs the rows are composed at loss time
+  (:class:`LossTimeComposition`), from the training forward's own log-probs.
+- ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the step's state (gate, σ_ref, warm PPL) and a kept
+  teacher's weights live in every checkpoint.
 
 Teacher and student log-probs come from TRL's own ``_get_per_token_logps_and_entropies`` (a tiled, fused LM head
 that never materialises [B, T, V] logits), so u is exactly 0 wherever the teacher input equals the student's.

@@ -1,15 +1,17 @@
 """``AntiSDTrainer``: verl's synchronous v1 PPO trainer with per-token AntiSD advantages.
 
 Registered as ``trainer.v1.trainer_mode=antisd_sync`` (``register_trainer``). It overrides only:
-- ``_compute_advantage``: after verl has computed the old log-probs and its outcome advantages (GRPO), it builds
-  each rollout's privileged-context prompt on the driver from its group (``uid``) and its reward, runs the teacher
-  — the actor itself, current weights, no gradient — over those rows in one forward-only pass on the workers
-  (``actor_rollout_wg.compute_log_prob``, the call verl makes for the old log-probs), and replaces the advantages
-  with the shared step's [B, T] ones. verl's policy loss, clipping and aggregation then apply unchanged.
+- ``_compute_advantage``: after verl has computed the old log-probs and its outcome advantages (GRPO), it
+  translates the batch for the shared teacher pass (groups by ``uid``, generation order from the keys), whose
+  scoring callback runs the teacher — the actor itself, current weights, no gradient — over those rows in one
+  forward-only pass on the workers (``actor_rollout_wg.compute_log_prob``, the call verl makes for the old
+  log-probs); then ``decide`` and ``compose_rows`` replace the advantages with the step's [B, T] ones. verl's policy
+  loss, clipping and aggregation then apply unchanged.
 - ``_save_checkpoint`` / ``_load_checkpoint``: the step's state (gate, σ_ref, warm PPL) in every checkpoint.
 
-The teacher's entropies come from the same pass (``calculate_entropy``) only when the paper's entropy gate needs
-them. The student's log-probs are verl's ``old_log_probs``: the same weights, the plain prompt.
+The teacher's entropies come from the same pass (``calculate_entropy``) only when the settings use them. The
+student's log-probs are verl's ``old_log_probs``: the same weights, the plain prompt. Teachers with weights of
+their own (``antisd.teacher=ema/frozen``) are refused: the workers hold one model.
 """
 
 from __future__ import annotations
