@@ -1,0 +1,53 @@
+"""Code grading (issue #22): extraction, reward and feedback, as a table; every program runs in the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from antisd.tasks.code import FEEDBACK, cut_after_code, extract_code, grade_code
+from antisd.tasks.sandbox import Limits
+
+QUICK = Limits(wall_seconds=3.0, cpu_seconds=2)
+ADD_ROW = {"prompt": "Write add(a, b).", "entry_point": "add", "tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add(0, 0) == 0"]}
+GOOD = "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nDone."
+STDIO_ROW = {"prompt": "Echo twice.", "tests": [{"input": "ab\n", "output": "abab"}, {"input": "x\n", "output": "xx\n"}]}
+
+
+@pytest.mark.parametrize(
+    "completion, row, passed, why",
+    [
+        (GOOD, ADD_ROW, 3, "graded"),
+        ("def add(a, b):\n    return a + b", ADD_ROW, 0, "no code block"),  # no fenced block: no program
+        ("```python\ndef add(a, b):\n    return a + b\n", ADD_ROW, 0, "no code block"),  # never closed
+        # several blocks: the last one counts (a draft, then the answer)
+        ("```python\ndef add(a, b):\n    return a - b\n```\nFixed:\n```python\ndef add(a, b):\n    return a + b\n```", ADD_ROW, 3, "graded"),
+        ("```python\ndef add(a, b):\n    return a + b\n```\nWrong again:\n```\ndef add(a, b):\n    return 0\n```", ADD_ROW, 2, "graded"),  # right only where a + b == 0
+        ("```python\ndef plus(a, b):\n    return a + b\n```", ADD_ROW, 0, "missing entry point add"),
+        ("```python\ndef add(a, b)\n    return a + b\n```", ADD_ROW, 0, "syntax error"),
+        # partial pass: right on non-negative numbers only
+        ("```python\ndef add(a, b):\n    return abs(a) + abs(b)\n```", ADD_ROW, 2, "graded"),
+        # a timeout on one test costs that test only
+        ("```python\ndef add(a, b):\n    while a < 0:\n        pass\n    return a + b\n```", ADD_ROW, 2, "graded"),
+        ("```python\ns = input()\nprint(s + s)\n```", STDIO_ROW, 2, "graded"),
+        ("```python\ns = input()\nprint(s)\n```", STDIO_ROW, 0, "graded"),
+    ],
+)
+def test_extraction_reward_and_feedback(completion, row, passed, why):
+    g = grade_code(completion, row, limits=QUICK)
+    total = len(row["tests"])
+    assert (g.passed, g.total, g.why) == (passed, total, why)
+    assert g.reward == passed / total and g.feedback == FEEDBACK.format(passed=passed, total=total)
+    assert g.feedback == f"Your code passes {passed} of {total} test cases."  # the paper's template, word for word
+
+
+def test_binary_reward_needs_every_test():
+    partial = "```python\ndef add(a, b):\n    return abs(a) + abs(b)\n```"
+    assert grade_code(partial, ADD_ROW, limits=QUICK, binary=True).reward == 0.0
+    assert grade_code(GOOD, ADD_ROW, limits=QUICK, binary=True).reward == 1.0
+
+
+def test_extraction_rule_and_demonstration_cut():
+    assert extract_code("text ```py\nx = 1\n``` more") == "x = 1\n"
+    assert extract_code("no code here") is None
+    assert cut_after_code(GOOD) == "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```"
+    assert cut_after_code("no block at all") == "no block at all"
