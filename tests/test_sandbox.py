@@ -147,5 +147,8 @@ def test_parallel_slots_do_not_interfere():
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda k: run_python(f"print({k} * {k})", slot=k, limits=FAST), range(4)))
-    assert [r.stdout for r in results] == [f"{k * k}\n" for k in range(4)] and all(r.status == "ok" for r in results)
+        results = list(pool.map(lambda k: run_python(f"import os\nprint({k} * {k}, os.getuid())", limits=FAST), range(4)))
+    uids = {r.stdout.split()[1] for r in results}
+    assert [r.stdout.split()[0] for r in results] == [str(k * k) for k in range(4)] and all(r.status == "ok" for r in results)
+    if AS_ROOT:  # under root each concurrent run has a user id of its own
+        assert len(uids) == 4 and "0" not in uids, uids

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import resource
 import shutil
 import signal
@@ -34,7 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SANDBOX_UID_BASE = 61000
-"""Under root, slot k runs as user and group id SANDBOX_UID_BASE + k (ids no account uses)."""
+"""Under root, slot k of this process runs as user and group id SANDBOX_UID_BASE + 64·(pid mod 4096) + k: ids no
+account uses, apart between processes (several ranks or runs grading at once) and between threads (slots)."""
+SLOTS = 64
+_free_slots: queue.SimpleQueue = queue.SimpleQueue()
+for _slot in range(SLOTS):
+    _free_slots.put(_slot)
 STATUSES = ("ok", "error", "timeout", "killed", "output_limit")
 
 
@@ -71,11 +77,19 @@ class Result:
     """'bwrap' or 'limits' (module docstring)."""
 
 
-def run_python(source: str, stdin: str = "", limits: Limits = Limits(), slot: int = 0, level: str | None = None) -> Result:
-    """Run ``source`` as ``main.py`` in a fresh sandbox and return what happened. ``slot`` (0, 1, …) tells parallel
-    runs apart under root (each slot its own user id); ``level`` forces an isolation level (default: the best)."""
+def run_python(source: str, stdin: str = "", limits: Limits = Limits(), level: str | None = None) -> Result:
+    """Run ``source`` as ``main.py`` in a fresh sandbox and return what happened; thread-safe (each concurrent run
+    takes a slot of its own). ``level`` forces an isolation level (default: the best this machine allows)."""
     level = level or isolation()
-    uid = SANDBOX_UID_BASE + slot if os.geteuid() == 0 else None
+    slot = _free_slots.get()
+    try:
+        return _run_in_slot(source, stdin, limits, level, slot)
+    finally:
+        _free_slots.put(slot)
+
+
+def _run_in_slot(source: str, stdin: str, limits: Limits, level: str, slot: int) -> Result:
+    uid = SANDBOX_UID_BASE + SLOTS * (os.getpid() % 4096) + slot if os.geteuid() == 0 else None
     with tempfile.TemporaryDirectory(prefix="antisd-sandbox-") as work:
         Path(work, "main.py").write_text(source, encoding="utf-8")
         if uid is not None:
