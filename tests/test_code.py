@@ -51,3 +51,39 @@ def test_extraction_rule_and_demonstration_cut():
     assert extract_code("no code here") is None
     assert cut_after_code(GOOD) == "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```"
     assert cut_after_code("no block at all") == "no block at all"
+
+
+def test_code_basic_task_is_offline_disjoint_and_its_references_pass():
+    from collections import Counter
+
+    from antisd.tasks import duplicates_and_overlap, load_task
+
+    task = load_task("code-basic")
+    assert len(task.heldout) == 64 and len(task.train_rows) >= 300
+    assert duplicates_and_overlap(task) == (0, 0)  # no repeated training prompt, no held-out prompt in training
+    families = Counter(r["family"] for r in task.train_rows)
+    assert len(families) == 8 and len({i.row["family"] for i in task.heldout}) == 8
+    one_each = {r["family"]: r for r in task.train_rows} | {i.row["family"]: i.row for i in task.heldout}
+    for row in one_each.values():
+        reward, feedback = task.grade(row["reference"], row)
+        assert reward == 1.0 and feedback == f"Your code passes {len(row['tests'])} of {len(row['tests'])} test cases.", row
+    assert task.grade("I cannot do this.", task.train_rows[0])[0] == 0.0
+
+
+@pytest.mark.slow
+def test_train_runs_on_the_code_task(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import make_tiny_model
+
+    from antisd import cli
+
+    model = make_tiny_model(tmp_path / "tiny")
+    argv = ["train", "--model", str(model), "--task", "code-basic", "--output_dir", str(tmp_path / "run"), "--steps", "2",
+            "--prompts_per_step", "2", "--num_generations", "4", "--max_completion_length", "16", "--eval_k", "1", "--eval_problems", "2"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward/reward" in r] == [1, 2] and any("eval/avg@1" in r for r in rows)

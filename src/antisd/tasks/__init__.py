@@ -251,8 +251,21 @@ def hub_task(name: str) -> Task:
 BUILT_IN = ("countdown", "gsm")  # generated in-process (sampled with replacement: repeats are by design)
 
 
+def code_basic_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
+    """The shipped function-writing task (:mod:`antisd.tasks.code_basic`), graded in the sandbox: reward = the
+    fraction of tests passed, feedback "Your code passes N of M test cases."; demonstrations cut after the code."""
+    from antisd.tasks import code, code_basic
+
+    def grade(text: str, row: dict) -> tuple[float, str]:
+        g = code.grade_code(text, row)
+        return g.reward, g.feedback
+
+    heldout, train = code_basic.split(n_heldout, seed)
+    return Task("code-basic", train[:n_train], [EvalItem(r["prompt"], r) for r in heldout], grade, code.cut_after_code, code.extract_code)
+
+
 def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:
-    """'countdown', 'gsm' (offline), 'dapo' / 'gsm8k' / 'math' (hub, when reachable or cached), a local
+    """'countdown', 'gsm', 'code-basic' (offline), 'dapo' / 'gsm8k' / 'math' (hub, when reachable or cached), a local
     .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math with the given field names)."""
     if name in HUB_DATASETS:
         return hub_task(name)
@@ -260,9 +273,11 @@ def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str =
         return countdown_task(seed=seed, n_heldout=n_heldout)
     if name == "gsm":
         return gsm_task(seed=seed, n_heldout=n_heldout)
+    if name == "code-basic":
+        return code_basic_task(seed=seed, n_heldout=n_heldout)
     if name.endswith((".jsonl", ".parquet")):
         return math_rows_task(Path(name).stem, local_rows(name), prompt_field, answer_field, source=name)
     if name.startswith("hf:"):
         dataset_id, _, split = name[3:].partition(":")
         return math_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, answer_field)
-    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', {', '.join(HUB_DATASETS)}, a .jsonl/.parquet file, or hf:ORG/NAME")
+    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', 'code-basic', {', '.join(HUB_DATASETS)}, a .jsonl/.parquet file, or hf:ORG/NAME")
