@@ -87,3 +87,51 @@ def test_train_runs_on_the_code_task(tmp_path):
     assert cli.main(argv) == 0
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "reward/reward" in r] == [1, 2] and any("eval/avg@1" in r for r in rows)
+
+
+@pytest.mark.slow
+def test_the_teacher_hears_the_papers_code_feedback(tmp_path, monkeypatch):
+    """Code rollouts: the teacher's feedback line says how many tests this rollout passed (paper §7.3), and a
+    correct sibling is the demonstration, cut after its code block."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import make_tiny_model
+
+    from antisd import cli
+    from antisd.infra.models import load_model
+    from antisd.integrations.trl import AntiSDTrainer
+    from antisd.tasks import load_task
+
+    model = make_tiny_model(tmp_path / "tiny")
+    _, tok = load_model(str(model))
+    rows = {r["prompt"][0]["content"]: r for r in load_task("code-basic").train_rows}
+
+    def generate(self, prompt_ids, *args, **kwargs):  # rollouts 0 and 2 of a group solve it, 1 and 3 do not
+        text = [tok.decode(ids) for ids in prompt_ids]
+        refs = [next(r for p, r in rows.items() if p in t)["reference"] for t in text]
+        replies = [f"{ref}\nThat is all." if i % 2 == 0 else "I do not know." for i, ref in enumerate(refs)]
+        return [tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in replies], None
+
+    batches = []
+    original = AntiSDTrainer._antisd_advantages
+
+    def record(self, prompts, out):
+        result = original(self, prompts, out)
+        batches.append(self.last_antisd_batch)
+        return result
+
+    monkeypatch.setattr(AntiSDTrainer, "_generate_single_turn", generate)
+    monkeypatch.setattr(AntiSDTrainer, "_antisd_advantages", record)
+    argv = ["train", "--model", str(model), "--task", "code-basic", "--output_dir", str(tmp_path / "run"), "--steps", "1",
+            "--prompts_per_step", "2", "--num_generations", "4", "--max_completion_length", "200", "--eval_k", "0"]  # fmt: skip
+    assert cli.main(argv) == 0
+    (batch,) = batches
+    assert batch.rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    for i, messages in enumerate(batch.teacher_prompts):
+        user = messages[-1]["content"]
+        total = len(next(r for p, r in rows.items() if user.startswith(p))["tests"])  # the row's test count
+        want = f"Previous assessment: Your code passes {total if i % 2 == 0 else 0} of {total} test cases."
+        assert want in user, user
+        assert "Your previous attempt:" in user and "That is all." not in user  # the sibling's code, cut after the block

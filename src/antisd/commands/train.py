@@ -504,7 +504,7 @@ def make_trainer(cfg: TrainConfig, x: Inputs, run_dir: Path, metrics, held_out: 
     try:
         trainer = AntiSDTrainer(
             model=x.model, reward_funcs=[x.task.reward_fn()], args=x.args, train_dataset=Dataset.from_list(x.task.train_rows),
-            processing_class=x.tok, callbacks=callbacks, cut_demonstration=x.task.cut_demonstration,
+            processing_class=x.tok, callbacks=callbacks, cut_demonstration=x.task.cut_demonstration, feedback=x.task.feedback,
         )  # fmt: skip
     except BaseException:
         if not existed and run_dir.is_dir() and not any(run_dir.iterdir()):

@@ -181,10 +181,15 @@ class TeacherContextBuilder:
     clean: DemonstrationCleaner
     templates: ContextTemplates = ContextTemplates()
 
-    def build(self, rows: Sequence[int], prompts: Sequence[Any], references: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], group_ids: Sequence[Hashable], control: bool = False):
+    def build(
+        self, rows: Sequence[int], prompts: Sequence[Any], references: Sequence[Any], texts: Sequence[str], rewards: Sequence[float],
+        group_ids: Sequence[Hashable], control: bool = False, feedback: Sequence[str | None] | None = None,
+    ):  # fmt: skip
         """``control=True`` builds the control teacher's prompts instead (``settings.control``): wherever the teacher
         gets a solution, the control gets another group's correct rollout in the same template with the same
-        feedback; a row whose teacher has a solution but for which no other group has one has no context."""
+        feedback; a row whose teacher has a solution but for which no other group has one has no context.
+        ``feedback`` (whole batch): the task's own feedback text per rollout (code: "Your code passes N of M test
+        cases."), used instead of the settings' correct/incorrect strings where it is not None."""
         s = self.settings
         if len(rewards) != len(texts):
             raise RuntimeError(f"{len(rewards)} gathered rewards for {len(texts)} gathered completions")
@@ -196,9 +201,10 @@ class TeacherContextBuilder:
         budgets: dict[tuple, int] = {}  # the G rollouts of a group share prompt and often feedback: count tokens once
         for g, prompt, reference in zip(rows, prompts, references):
             prompt_text = prompt if isinstance(prompt, str) else last_user_text(prompt)
-            feedback = None
+            line = None
             if s.include_feedback and not math.isnan(rewards[g]):
-                feedback = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
+                line = s.feedback_correct if rewards[g] >= s.success_threshold else s.feedback_incorrect
+                line = feedback[g] if feedback is not None and feedback[g] is not None else line
             source, from_group = self._source(picks[g], texts, reference)
             missing = False
             if control and source:
@@ -206,15 +212,15 @@ class TeacherContextBuilder:
                 missing = source is None
             demonstration, cut = None, False
             if source:
-                key = (prompt_text, feedback)
+                key = (prompt_text, line)
                 if key not in budgets:
-                    budgets[key] = self._demonstration_budget(prompt_text, feedback)
+                    budgets[key] = self._demonstration_budget(prompt_text, line)
                 demonstration, cut = self.clean(source, budgets[key])
             for name, flag in (("demonstration_rows", bool(source) and from_group), ("reference_rows", bool(source) and not from_group),
                                ("truncated_rows", cut), ("control_missing_rows", missing)):  # fmt: skip
                 stats[name].append(flag)
-            stats["has_context"].append(bool(demonstration or feedback) and not missing)
-            user = teacher_user_text(prompt_text, demonstration, feedback, self.templates)
+            stats["has_context"].append(bool(demonstration or line) and not missing)
+            user = teacher_user_text(prompt_text, demonstration, line, self.templates)
             teacher.append(user if isinstance(prompt, str) else teacher_messages(prompt, user, s.teacher_messages))
         return teacher, stats
 

@@ -43,6 +43,9 @@ class Rollouts:
     prompts: Sequence[Any]
     references: Sequence[Any]
     is_padding: Sequence[bool] | None = None
+    feedback: Sequence[str | None] | None = None
+    """Whole batch: the task's own feedback text per rollout (code: "Your code passes N of M test cases."), used
+    instead of the settings' correct/incorrect strings; None: the settings' strings for every rollout."""
 
     def __post_init__(self):
         if not len(self.texts) == len(self.rewards) == len(self.group_ids):
@@ -99,7 +102,9 @@ class TeacherPass:
 
     def inputs(self, batch: Rollouts, *, control: bool = False) -> TeacherInputs:
         """The local rows' teacher prompts and token ids (``control``: the control teacher's, settings.control)."""
-        prompts, stats = self.builder.build(batch.rows, batch.prompts, batch.references, batch.texts, batch.rewards, batch.group_ids, control=control)
+        prompts, stats = self.builder.build(
+            batch.rows, batch.prompts, batch.references, batch.texts, batch.rewards, batch.group_ids, control=control, feedback=batch.feedback
+        )  # fmt: skip
         encoded = [ctx.teacher_prompt_ids(self.tokenizer, p, self.settings, self.chat_template_kwargs) for p in prompts]
         real = batch.real_B
         counts = {

@@ -29,6 +29,9 @@ class Task:
     cut_demonstration: Callable[[str], str] | None
     extract: Callable[[str], str | None] | None = None  # the final answer, normalised, for maj@k
     trace_stats: Callable[[str], dict[str, float]] | None = None  # per-response counts logged by evaluation (eval/<name>)
+    feedback: Callable[[float, dict], str | None] | None = None
+    """(reward, row) → the teacher's feedback line in the task's own words (code: "Your code passes N of M test
+    cases.", paper §7.3); None: the settings' correct/incorrect strings."""
 
     def reward_fn(self, workers: int = 2, deadline_s: float | None = 120.0):
         """A TRL reward function over this task's columns. A step's completions are graded on ``workers``
@@ -261,7 +264,8 @@ def code_basic_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> 
         return g.reward, g.feedback
 
     heldout, train = code_basic.split(n_heldout, seed)
-    return Task("code-basic", train[:n_train], [EvalItem(r["prompt"], r) for r in heldout], grade, code.cut_after_code, code.extract_code)
+    held = [EvalItem(r["prompt"], r) for r in heldout]
+    return Task("code-basic", train[:n_train], held, grade, code.cut_after_code, code.extract_code, feedback=code.feedback_of_reward)
 
 
 def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:

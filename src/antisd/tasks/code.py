@@ -56,6 +56,12 @@ def grade_code(completion: str, row: dict, limits: Limits = Limits(), binary: bo
     return CodeGrade(passed, len(tests), reward, FEEDBACK.format(passed=passed, total=len(tests)), why or "graded")
 
 
+def feedback_of_reward(reward: float, row: dict) -> str:
+    """The paper's feedback line from a fraction-passed reward and the row's test count (a TRL reward is a float)."""
+    total = len(row["tests"])
+    return FEEDBACK.format(passed=round(reward * total), total=total)
+
+
 def _unrunnable(program: str | None, entry_point: str | None) -> str | None:
     if program is None:
         return "no code block"

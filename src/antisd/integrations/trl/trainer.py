@@ -150,7 +150,10 @@ class AntiSDTrainer(GRPOTrainer):
         ),
     }
 
-    def __init__(self, *args, cut_demonstration: Callable[[str], str] | None = None, run_id: str | None = None, **kwargs):
+    def __init__(
+        self, *args, cut_demonstration: Callable[[str], str] | None = None, feedback: Callable[[float, dict], str | None] | None = None,
+        run_id: str | None = None, **kwargs,
+    ):  # fmt: skip
         for old, new in RENAMED_KWARGS.items():
             if old in kwargs:
                 raise TypeError(f"AntiSDTrainer({old}=...) was renamed {new}=...")
@@ -169,6 +172,7 @@ class AntiSDTrainer(GRPOTrainer):
         self.antisd_reducer = AccelerateReducer(self.accelerator)
         self.teacher_pass = TeacherPass(s, tok, cut_demonstration=cut_demonstration, chat_template_kwargs=self.chat_template_kwargs)
         self.antisd_teacher = self._make_teacher(s)
+        self.task_feedback = feedback  # (reward, dataset row) → the task's feedback text (code), or None: the settings' strings
         self.add_callback(_TeacherUpdate(self))
         self.loss_time_composition = LossTimeComposition(self)
         self.last_antisd_batch: AntiSDBatch | None = None
@@ -220,6 +224,7 @@ class AntiSDTrainer(GRPOTrainer):
         if not self.model.training or not self.args.antisd.scores_teacher:
             return out  # no teacher pass (antisd_teacher=none): plain GRPO
         self._antisd_references = [x.get("reference") for x in inputs]
+        self._antisd_rows = inputs
         prompts = [x["prompt"] for x in inputs]
         out["advantages"] = self._antisd_advantages(prompts, out)
         return out
@@ -278,9 +283,13 @@ class AntiSDTrainer(GRPOTrainer):
         local_texts = [tok.decode(ids[m.bool()], skip_special_tokens=True) for ids, m in zip(completion_ids, completion_mask)]
         rewards = self._antisd_rewards.tolist()
         offset = self.accelerator.process_index * len(prompts)
+        feedback = None
+        if self.task_feedback is not None:  # the task's own words (code: "passes N of M"), from every process's rows
+            local = [None if r != r else self.task_feedback(r, row) for r, row in zip(rewards[offset : offset + len(prompts)], self._antisd_rows)]
+            feedback = gather_object(local)
         return Rollouts(
             texts=gather_object(local_texts), rewards=rewards, group_ids=[i // self.num_generations for i in range(len(rewards))],
-            rows=range(offset, offset + len(prompts)), prompts=prompts, references=self._antisd_references,
+            rows=range(offset, offset + len(prompts)), prompts=prompts, references=self._antisd_references, feedback=feedback,
         )  # fmt: skip
 
     def _score_teacher(self, out: dict, prompt_ids: list[list[int]], entropy: bool):
