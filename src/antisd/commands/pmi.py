@@ -112,13 +112,14 @@ def main(cfg: PMIConfig) -> dict:
     batch = graded_rollouts(task, items, rollouts, tok)
 
     # 2. Teacher and control inputs: the training teacher pass's own (antisd.method.teacher_pass)
-    teacher_pass = TeacherPass(settings_of(cfg), tok, cut_demonstration=task.cut_demonstration)
+    settings = settings_of(cfg)
+    teacher_pass = TeacherPass(settings, tok, cut_demonstration=task.cut_demonstration)
     teacher, control = teacher_pass.inputs(batch), teacher_pass.inputs(batch, control=True)
 
     # 3. Score under student, teacher and control teacher; 4. statistics and report
     student_ids = [ctx.prompt_ids(tok, items[p].messages) for p, _ in rollouts]
     scored = _score_all(cfg, model, tok, [ids for _, ids in rollouts], {"student": student_ids, "teacher": teacher.prompt_ids, "control": control.prompt_ids})
-    return _report(cfg, out, task, items, rollouts, batch, teacher, scored, tok)
+    return _report(cfg, out, task, items, rollouts, batch, teacher, scored, tok, settings)
 
 
 def settings_of(cfg: PMIConfig) -> AntiSDSettings:
@@ -160,7 +161,7 @@ def _score_all(cfg: PMIConfig, model, tok, completions: list[list[int]], prompts
     }
 
 
-def _report(cfg: PMIConfig, out: Path, task, items, rollouts, batch: Rollouts, teacher, scored: dict, tok) -> dict:
+def _report(cfg: PMIConfig, out: Path, task, items, rollouts, batch: Rollouts, teacher, scored: dict, tok, settings: AntiSDSettings) -> dict:
     from antisd.evaluation import pmi_report as pmi
 
     (s, hs, mask), (t, ht, _), (c, _, _) = scored["student"], scored["teacher"], scored["control"]
@@ -170,7 +171,7 @@ def _report(cfg: PMIConfig, out: Path, task, items, rollouts, batch: Rollouts, t
     stats = pmi.statistics_of(records, categories, skip_first=cfg.skip_first)
     scored_rewards = [r for r in batch.rewards if r == r]
     stats |= {"model": cfg.model, "task": task.name, "problems": len(items), "G": cfg.G, "settings": cfg.settings_from or cfg.preset,
-              "demonstration_source": settings_of(cfg).demonstration_source,
+              "demonstration_source": settings.demonstration_source,
               "accuracy": sum(scored_rewards) / max(len(scored_rewards), 1),
               "demonstration_fraction": sum(k in ("demonstration", "reference") for k in teacher.kinds) / len(teacher.kinds)}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

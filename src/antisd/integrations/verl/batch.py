@@ -116,11 +116,6 @@ def apply_step(
         seq_adv_B=sequence_advantages(adv_BT, response_mask_BT), teacher_logp_BT=teacher_logp_BT.float(), student_logp_BT=old_logp_BT.float(),
         response_mask_BT=response_mask_BT, teacher_entropy_BT=teacher_entropy_BT, microbatch_B=microbatch_B, has_context_B=has_context_B,
     )  # fmt: skip
-    plan = step.decide(inputs, reducer)
-    out = step.compose_rows(
-        seq_adv_B=inputs.seq_adv_B, teacher_logp_BT=inputs.teacher_logp_BT, student_logp_BT=inputs.student_logp_BT,
-        term_mask_BT=plan.term_mask_BT, lam_B=plan.lam_B, reducer=reducer,
-    )  # fmt: skip
-    out.gate_on, out.statistic, out.metrics = plan.gate_on, plan.statistic, plan.metrics | out.metrics
+    out = step(inputs, reducer)  # decide, then compose_rows on every row (the student's log-probs are at hand)
     out.advantages_BT = out.advantages_BT * response_mask_BT.to(out.advantages_BT.dtype)  # verl's convention
     return out
