@@ -32,6 +32,8 @@ def _files(tmp: Path) -> dict[str, Path]:
         "jsonl_bad": ("bad.jsonl", '{"prompt": "q", "answer": "1"}\n{not json\n'),
         "jsonl_missing": ("miss.jsonl", '{"prompt": "q", "answer": "1"}\n{"prompt": "q"}\n'),
         "one_row": ("one.jsonl", '{"prompt": "What is 1+1?", "answer": "2"}\n'),
+        "code_no_tests": ("code.jsonl", '{"prompt": "Write f.", "tests": ["assert f() == 1"]}\n{"prompt": "Write g."}\n'),
+        "code_bad_tests": ("codebad.jsonl", '{"prompt": "Write f.", "tests": ["assert f() == 1"]}\n{"prompt": "Write g.", "ground_truth": {"inputs": [1], "outputs": []}}\n'),
         "rollouts_bad": ("rollouts.jsonl", '{"problem": 0, "completion": "x"}\n{"problem": 99, "completion": "y"}\n'),
         "a_file": ("plainfile", "x"),
     }
@@ -131,6 +133,9 @@ CASES = [
     ([*T, "--task", "{jsonl_missing}"], "miss.jsonl:2: field 'answer' is missing"),
     ([*T, "--task", "{not_utf8}"], "latin.jsonl: not UTF-8"),
     ([*T, "--task", "/nonexistent.jsonl"], "/nonexistent.jsonl: no such file"),
+    ([*T, "--task", "code:{code_no_tests}"], "code.jsonl:2: field 'tests' is missing or empty"),
+    ([*T, "--task", "code:{code_bad_tests}"], "codebad.jsonl:2: field 'ground_truth': tests: 1 inputs but 0 outputs"),
+    ([*T, "--task", "code:data/x.csv"], "--task code:data/x.csv: expected code:PATH.jsonl, code:PATH.parquet or code:hf:ORG/NAME[:split]"),
     ([*T, "--task", "{one_row}"], "1 training row(s) (after 0 held out), fewer than --prompts_per_step 8"),
     ([*T, "--task", "nosuchtask"], "Unknown task 'nosuchtask'"),
     ([*T, "--resume", "true", "--output_dir", "{existing}"], "holds no run"),

@@ -135,3 +135,56 @@ def test_the_teacher_hears_the_papers_code_feedback(tmp_path, monkeypatch):
         want = f"Previous assessment: Your code passes {total if i % 2 == 0 else 0} of {total} test cases."
         assert want in user, user
         assert "Your previous attempt:" in user and "That is all." not in user  # the sibling's code, cut after the block
+
+
+def test_code_rows_in_each_layout_become_the_same_task(tmp_path):
+    """Issue #22: plain {prompt, tests, entry_point}, Dolci-RLZero {prompt, ground_truth: [assertions]}, verl parquet
+    {prompt: messages, reward_model: {ground_truth: JSON}}, APPS stdin/stdout; mixed kinds are stored as JSON text."""
+    import json
+
+    from datasets import Dataset
+
+    from antisd.tasks import load_task
+
+    add = "```python\ndef add(a, b):\n    return a + b\n```"
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(r) + "\n" for r in [ADD_ROW, ADD_ROW | {"prompt": "Write add again."}]))
+    dolci = tmp_path / "dolci.jsonl"
+    dolci.write_text("".join(json.dumps({"id": str(i), "prompt": f"Write add ({i}).", "solution": "", "ground_truth": ADD_ROW["tests"]}) + "\n" for i in range(2)))
+    verl = tmp_path / "verl.parquet"
+    messages = [{"role": "user", "content": "Write add."}]
+    Dataset.from_list([{"prompt": messages, "data_source": "code", "reward_model": {"ground_truth": json.dumps({"tests": ADD_ROW["tests"], "entry_point": "add"})}}] * 2).to_parquet(str(verl))
+    for path in (plain, dolci, verl):
+        task = load_task(f"code:{path}")
+        row = task.train_rows[0]
+        assert row["tests"] == ADD_ROW["tests"] and task.grade(add, row) == (1.0, "Your code passes 3 of 3 test cases."), path
+        assert len(task.heldout) == 1 and task.feedback(2 / 3, row) == "Your code passes 2 of 3 test cases."
+    assert load_task(f"code:{verl}").train_rows[0]["prompt"] == messages and load_task(f"code:{plain}").train_rows[0]["entry_point"] == "add"
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps(ADD_ROW) + "\n" + json.dumps({"prompt": "Echo.", "ground_truth": json.dumps({"inputs": ["ab\n"], "outputs": ["ab\n"]})}) + "\n" + json.dumps(ADD_ROW) + "\n")
+    task = load_task(f"code:{mixed}", answer_field="answer")
+    Dataset.from_list(task.train_rows)  # one Arrow type for the tests column
+    echo = task.train_rows[0]
+    assert isinstance(echo["tests"], str) and task.grade("```python\nprint(input())\n```", echo) == (1.0, "Your code passes 1 of 1 test cases.")
+    assert load_task(f"code:{dolci}", answer_field="ground_truth").train_rows[0]["tests"] == ADD_ROW["tests"]  # a named field
+
+
+def test_prefix_runs_before_the_program():
+    """HumanEval: the prompt's imports and helpers (the row's prefix) run before the completion's code."""
+    row = {"tests": ["assert add(2, 3) == 5"], "entry_point": "add", "prefix": "from math import fsum\n\ndef add(a, b):\n    '''Add.'''\n"}
+    assert grade_code("```python\ndef add(a, b):\n    return int(fsum([a, b]))\n```", row, limits=QUICK).passed == 1
+    assert grade_code("```python\ndef add(a, b):\n    return int(fsum([a, b]))\n```", row | {"prefix": ""}, limits=QUICK).passed == 0
+
+
+def test_grading_keeps_to_the_steps_deadline():
+    """Inside grade_parallel every test's wall limit is cut to what is left of the step, and later tests are not run."""
+    import time
+
+    from antisd.tasks.math_grading import grade_parallel
+
+    loop = "```python\ndef add(a, b):\n    while True:\n        pass\n```"
+    start = time.monotonic()
+    graded = grade_parallel(lambda text, row: grade_code(text, row, limits=Limits(wall_seconds=30, cpu_seconds=30)), [(loop, ADD_ROW), (GOOD, ADD_ROW)], workers=2, deadline_s=2.0)
+    assert time.monotonic() - start < 8.0  # three 30 s tests would take 90 s
+    assert (graded[0].passed, graded[0].why) == (0, "step deadline") and (graded[1].passed, graded[1].why) == (3, "graded")

@@ -99,11 +99,12 @@ def test_config_group_overrides_and_refusals():
         settings_from_config({"solution_source": "group_only"})
 
 
-def _script_overrides(path: Path) -> list[str]:
+def _script_overrides(path: Path, val_n: str = "4") -> list[str]:
     text = path.read_text()
     block = text.split("# BEGIN OVERRIDES")[1].split("# END OVERRIDES")[0]
     lines = [line.strip() for line in block.splitlines()[2:] if line.strip() and line.strip() != ")"]
-    env = {"$PRESET": "antisd_release", "$TRAIN_FILE": "/data/train.parquet", "$VAL_FILE": "/data/val.parquet", "$MODEL": "Qwen/Qwen3-8B", "$NNODES": "2", "$GPUS_PER_NODE": "8", "$OUT": "/ckpt"}
+    env = {"$PRESET": "antisd_release", "$TRAIN_FILE": "/data/train.parquet", "$VAL_FILE": "/data/val.parquet", "$MODEL": "Qwen/Qwen3-8B", "$NNODES": "2", "$GPUS_PER_NODE": "8", "$OUT": "/ckpt",
+           "$VAL_N": val_n, "$REWARD_FILE": "/site/antisd/integrations/verl/reward.py"}  # fmt: skip
     for name, value in env.items():
         lines = [line.replace(name, value) for line in lines]
     assert not any("$" in line for line in lines), lines
@@ -117,6 +118,15 @@ def test_paper_launch_script_composes_in_verls_config():
     assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.actor.ppo_mini_batch_size, cfg.actor_rollout_ref.rollout.n) == (32, 32, 8)
     assert (cfg.data.max_response_length, cfg.actor_rollout_ref.actor.optim.lr, cfg.actor_rollout_ref.actor.use_kl_loss) == (16384, 1e-6, False)
     assert cfg.data.apply_chat_template_kwargs.enable_thinking is False and cfg.trainer.total_training_steps == 200
+
+
+def test_code_launch_script_composes_in_verls_config():
+    """scripts/verl/qwen3_8b_code.sh = the math launcher's overrides (avg@10) + its own: the code reward, the cut."""
+    overrides = _script_overrides(ROOT / "scripts" / "verl" / "qwen3_8b_antisd.sh", val_n="10") + _script_overrides(ROOT / "scripts" / "verl" / "qwen3_8b_code.sh")
+    cfg = _compose(overrides)
+    assert cfg.antisd.demonstration_cut == "code" and cfg.actor_rollout_ref.rollout.val_kwargs.n == 10
+    assert (cfg.reward.custom_reward_function.path, cfg.reward.custom_reward_function.name) == ("/site/antisd/integrations/verl/reward.py", "compute_score")
+    assert "VAL_N=${VAL_N:-10}" in (ROOT / "scripts" / "verl" / "qwen3_8b_code.sh").read_text()
 
 
 # --- the same rollouts through TRL and through the plug-in ---------------------------------------------------
@@ -360,24 +370,26 @@ class ModelWorkers:
     ``log_probs`` and ``entropy`` over the whole sequence (verl's layout)."""
 
     def __init__(self, model, tq):
-        self.model, self.tq, self.calls = model, tq, []
+        self.model, self.tq, self.calls, self.inputs = model, tq, [], []
 
     def compute_log_prob(self, meta):
         from tensordict import TensorDict
 
         self.calls.append(dict(meta.extra_info))
         ids = self.tq.kv_batch_get(keys=meta.keys, partition_id=meta.partition_id, select_fields=["input_ids"])["input_ids"].unbind()
+        self.inputs.append([x.tolist() for x in ids])
         scored = [full_logp_entropy(self.model, x, meta.extra_info["temperature"]) for x in ids]
         out = TensorDict({"log_probs": nested([lp for lp, _ in scored]), "entropy": nested([e for _, e in scored])}, batch_size=len(ids))
         self.tq.kv_batch_put(keys=meta.keys, partition_id=meta.partition_id, fields=out)
         return meta.keys
 
 
-def _wired_trainer(settings, tok, model, tq):
+def _wired_trainer(settings, tok, model, tq, antisd_group: dict | None = None):
     from antisd.integrations.verl.trainer import AntiSDTrainer, teacher_pass_for
 
     trainer = AntiSDTrainer.__new__(AntiSDTrainer)  # verl's __init__ starts Ray and the workers
     trainer.config = OmegaConf.create({
+        "antisd": antisd_group or {},
         "data": {"apply_chat_template_kwargs": {}},
         "actor_rollout_ref": {"rollout": {"temperature": 1.0}, "actor": {"ppo_micro_batch_size_per_gpu": 4}},
         "trainer": {"default_local_dir": "unused", "resume_mode": "auto", "resume_from_path": None},
@@ -412,7 +424,8 @@ def _put_rollouts(tq, tok, model, step: int):
             scores[-1] = reward
             keys.append(f"prob{p}-step{step}_{s}_0")
             fields.append({"uid": f"prob{p}-step{step}", "raw_prompt": messages, "responses": torch.tensor(response), "response_mask": torch.ones(len(response), dtype=torch.long),
-                           "rm_scores": scores, "old_log_probs": logp[len(prompt) - 1 : len(ids) - 1], "reward": reward})  # fmt: skip
+                           "rm_scores": scores, "old_log_probs": logp[len(prompt) - 1 : len(ids) - 1], "reward": reward,
+                           "extra_fields": {"reward_extra_info": {"acc": reward}}})  # fmt: skip
     order = [4, 7, 2, 5, 0, 3, 6, 1]  # groups interleaved, members in reverse generation order
     keys, fields = [keys[i] for i in order], [fields[i] for i in order]
     tq.put_rows("train", keys, [{k: v for k, v in f.items() if k != "reward"} for f in fields])
@@ -449,6 +462,31 @@ def real_transfer_queue():
     ray.shutdown()
 
 
+def _recomputed(trainer, reference: AntiSDStep, settings, model, tok, fields: list[dict], keys: list[str]):
+    """The same step, recomputed here: teacher prompts by uid in generation order (with each row's feedback from its
+    reward extras), one unpadded forward per row, verl's grpo, then the shared step → (StepOutput, A_seq, rows)."""
+    responses = [f["responses"] for f in fields]
+    rows = trainer.teacher_pass.inputs(vb.rollouts(
+        [f["raw_prompt"] for f in fields], [tok.decode(r.tolist(), skip_special_tokens=True) for r in responses],
+        [f["reward"] for f in fields], [f["uid"] for f in fields], order_B=vb.rollout_order(keys),
+        feedback_B=[f["extra_fields"]["reward_extra_info"].get("feedback") for f in fields],
+    ))  # fmt: skip
+    teacher, entropy = [], []
+    for prompt, r in zip(rows.prompt_ids, responses):
+        logp, ent = full_logp_entropy(model, torch.tensor(prompt + r.tolist()), 1.0)
+        teacher.append(logp[len(prompt) - 1 : len(prompt) + len(r) - 1])
+        entropy.append(ent[len(prompt) - 1 : len(prompt) + len(r) - 1])
+    pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731
+    mask_BT = pad([torch.ones(len(r), dtype=torch.long) for r in responses])
+    scores = pad([f["rm_scores"] for f in fields])
+    adv, _ = compute_grpo_outcome_advantage(scores, mask_BT.float(), np.array([f["uid"] for f in fields], dtype=object))
+    expected = vb.apply_step(
+        reference, adv, pad(teacher), pad([f["old_log_probs"] for f in fields]), mask_BT, torch.tensor(rows.has_context),
+        pad(entropy) if settings.gate_signal == "teacher_entropy_median" else None, torch.arange(len(fields)) // 4,
+    )  # fmt: skip
+    return expected, adv, rows
+
+
 @pytest.mark.parametrize("store", ["memory", "transfer_queue"])
 @pytest.mark.parametrize("name", ["no_gate", "antisd", "antisd_release"])
 def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_advantages(monkeypatch, request, name, store):
@@ -468,26 +506,7 @@ def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_
         trainer._compute_advantage(batch, metrics)
         got = tq.kv_batch_get(batch.keys, "train", ["advantages"])["advantages"].to_padded_tensor(0.0)
 
-        # the same step, recomputed here: teacher prompts by uid in generation order, one unpadded forward per row
-        responses = [f["responses"] for f in fields]
-        rewards = [f["reward"] for f in fields]
-        rows = trainer.teacher_pass.inputs(vb.rollouts(
-            [f["raw_prompt"] for f in fields], [tok.decode(r.tolist(), skip_special_tokens=True) for r in responses],
-            rewards, [f["uid"] for f in fields], order_B=vb.rollout_order(batch.keys),
-        ))  # fmt: skip
-        teacher, entropy = [], []
-        for prompt, r in zip(rows.prompt_ids, responses):
-            logp, ent = full_logp_entropy(model, torch.tensor(prompt + r.tolist()), 1.0)
-            teacher.append(logp[len(prompt) - 1 : len(prompt) + len(r) - 1])
-            entropy.append(ent[len(prompt) - 1 : len(prompt) + len(r) - 1])
-        pad = lambda xs: torch.nn.utils.rnn.pad_sequence(xs, batch_first=True)  # noqa: E731
-        mask_BT = pad([torch.ones(len(r), dtype=torch.long) for r in responses])
-        scores = pad([f["rm_scores"] for f in fields])
-        adv, _ = compute_grpo_outcome_advantage(scores, mask_BT.float(), np.array([f["uid"] for f in fields], dtype=object))
-        expected = vb.apply_step(
-            reference, adv, pad(teacher), pad([f["old_log_probs"] for f in fields]), mask_BT, torch.tensor(rows.has_context),
-            pad(entropy) if settings.gate_signal == "teacher_entropy_median" else None, torch.arange(8) // 4,
-        )  # fmt: skip
+        expected, adv, rows = _recomputed(trainer, reference, settings, model, tok, fields, batch.keys)
         assert torch.isfinite(got).all() and torch.isfinite(expected.advantages_BT).all(), (got.isnan().sum(), expected.advantages_BT.isnan().sum(), step)
         torch.testing.assert_close(got, expected.advantages_BT, atol=1e-5, rtol=1e-5)
         assert metrics["antisd/gate_on"] == float(expected.gate_on)
@@ -499,6 +518,103 @@ def test_compute_advantage_runs_the_teacher_on_the_workers_and_writes_the_steps_
     entropy = settings.gate_signal == "teacher_entropy_median"  # the statistic is logged even with the gate off
     assert trainer.actor_rollout_wg.calls[-1] == {"calculate_entropy": entropy, "compute_loss": False, "temperature": 1.0}
     assert trainer.antisd_step.state_dict() == reference.state_dict()
+
+
+CODE_PROBLEMS = [  # (question, ground truth as verl data carries it, function)
+    ("Write add(a, b).", json.dumps({"tests": ["assert add(2, 3) == 5", "assert add(-1, 1) == 0", "assert add(-2, -3) == -5"], "entry_point": "add"}), "add"),
+    ("Write twice(s).", ["assert twice('a') == 'aa'", "assert twice('') == ''", "assert twice('xy') == 'xyxy'"], "twice"),  # Dolci's layout
+]
+CODE_ROLLOUTS = {  # name → body; 'right' passes 3 of 3, 'partial' 1 of 3 (add) or 2 of 3 (twice), 'prose' has no code
+    "right": {"add": "return a + b", "twice": "return s + s"},
+    "partial": {"add": "return abs(a) + abs(b)", "twice": "return s * 2 if len(s) < 2 else s"},
+    "zero": {"add": "return 0", "twice": "return ''"},
+}
+
+
+def _put_code_rollouts(tq, tok, model, step: int):
+    """Eight rollouts of two code problems scored by antisd's verl reward function (sandboxed tests), its extras in
+    each row's ``extra_fields`` as verl's reward loop leaves them; interleaved as the balancer leaves them."""
+    from transfer_queue import KVBatchMeta
+
+    from antisd.integrations.verl.reward import compute_score
+
+    kinds = ["right", "partial", "zero", "prose"]
+    keys, fields = [], []
+    for s in range(4):
+        for p, (question, ground_truth, fn) in enumerate(CODE_PROBLEMS):
+            kind = kinds[(s + step) % 4]
+            args = "a, b" if fn == "add" else "s"
+            text = ("I am not sure how to write it." if kind == "prose" else
+                    f"Here:\n```python\ndef {fn}({args}):\n    {CODE_ROLLOUTS[kind][fn]}\n```\nThis is the {kind} one.")  # fmt: skip
+            result = compute_score("antisd_code", text, ground_truth, {})
+            messages = [{"role": "user", "content": question}]
+            prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+            response = tok(text, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+            logp, _ = full_logp_entropy(model, torch.tensor(prompt + response), 1.0)
+            scores = torch.zeros(len(response))
+            scores[-1] = result["score"]
+            keys.append(f"code{p}-step{step}_{s}_0")
+            fields.append({"uid": f"code{p}-step{step}", "raw_prompt": messages, "responses": torch.tensor(response), "response_mask": torch.ones(len(response), dtype=torch.long),
+                           "rm_scores": scores, "old_log_probs": logp[len(prompt) - 1 : len(prompt) + len(response) - 1], "reward": result["score"],
+                           "extra_fields": {"reward_extra_info": result}, "text": text})  # fmt: skip
+    order = [4, 7, 2, 5, 0, 3, 6, 1]
+    keys, fields = [keys[i] for i in order], [fields[i] for i in order]
+    tq.put_rows("train", keys, [{k: v for k, v in f.items() if k not in ("reward", "text")} for f in fields])
+    return KVBatchMeta(keys=keys, tags=[{} for _ in keys], partition_id="train"), fields
+
+
+@pytest.mark.parametrize("store", ["memory", "transfer_queue"])
+def test_two_steps_with_the_code_reward_give_the_teacher_its_feedback_and_a_cut_demonstration(monkeypatch, request, store):
+    """Issue #22: verl's custom reward (antisd.integrations.verl.reward) grades code in the sandbox; its feedback
+    ("Your code passes N of M test cases.") reaches the teacher through reward_extra_info, the demonstration is a
+    sibling that passes every test, cut after its code block (antisd.demonstration_cut=code); the advantages equal an
+    independent recomputation on both steps."""
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    model, tok = load_model(str(TESTBED))
+    tq = MemoryTransferQueue() if store == "memory" else request.getfixturevalue("real_transfer_queue")
+    monkeypatch.setattr(PPOTrainerSync, "_compute_advantage", _grpo_into(tq))
+    settings = preset("antisd").replace(lambda_max=2.0, gate_warmup_steps=1, ppl_spike=1e30)  # the tiny model knows no code: PPLs ≫ 3
+    trainer, reference = _wired_trainer(settings, tok, model, tq, {"demonstration_cut": "code"}), AntiSDStep(settings)
+    for step in range(2):
+        batch, fields = _put_code_rollouts(tq, tok, model, step)
+        assert sorted({f["reward"] for f in fields}) == [0.0, 1 / 3, 2 / 3, 1.0]  # fractions of tests passed
+        metrics: dict = {}
+        trainer._compute_advantage(batch, metrics)
+        got = tq.kv_batch_get(batch.keys, "train", ["advantages"])["advantages"].to_padded_tensor(0.0)
+        expected, adv, rows = _recomputed(trainer, reference, settings, model, tok, fields, batch.keys)
+        torch.testing.assert_close(got, expected.advantages_BT, atol=1e-5, rtol=1e-5)
+
+        inputs = trainer.actor_rollout_wg.inputs[-1]  # teacher prompt ⊕ the row's own response
+        teacher_texts = [tok.decode(ids[: len(ids) - len(f["responses"])]) for ids, f in zip(inputs, fields)]
+        for f, text in zip(fields, teacher_texts):
+            passed = round(f["reward"] * 3)
+            assert f"Previous assessment: Your code passes {passed} of 3 test cases." in text, text
+            assert "Your answer is" not in text  # the task's words, not the math line
+            assert "This is the right one." not in text  # the demonstration is cut after its code
+            if f["reward"] < 1:  # the demonstration: the sibling that passes every test (the passing one has none)
+                right = next(g["text"] for g in fields if g["uid"] == f["uid"] and g["reward"] == 1.0)
+                assert right[: right.index("```\nThis")] + "```" in text
+        assert metrics["antisd/demonstration_fraction"] == 6 / 8  # the passing rollout has no *other* passing sibling
+        tq.kv_clear(keys=batch.keys, partition_id="train")
+    assert (got - adv).abs().max() > 1e-3, "the per-token term never acted (step 2: after the one warm-up step)"
+    assert trainer.antisd_step.state_dict() == reference.state_dict()
+
+
+def test_code_reward_function_scores_each_layout_and_math():
+    from antisd.integrations.verl.reward import compute_score
+
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    for gt in (["assert add(1, 2) == 3"], json.dumps(["assert add(1, 2) == 3"]), {"inputs": [[1, 2]], "outputs": [3], "fn_name": "add"}):
+        assert compute_score("Dolci-RL-Zero-Code-7B", good, gt)["score"] == 1.0
+    stdio = compute_score("apps", "```python\na, b = map(int, input().split())\nprint(a + b)\n```", json.dumps({"inputs": ["1 2\n", "5 5\n"], "outputs": ["3\n", "11\n"]}))
+    assert (stdio["score"], stdio["feedback"]) == (0.5, "Your code passes 1 of 2 test cases.")
+    assert compute_score("math_dapo", "so \\boxed{4}", "4")["score"] == 1.0 and "feedback" not in compute_score("math_dapo", "5", "4")
+    with pytest.raises(ValueError, match="tests"):
+        compute_score("code", good, "not json")
+    with pytest.raises(ValueError, match="antisd.demonstration_cut='python': choose one of boxed, code, none"):
+        settings_from_config({"demonstration_cut": "python"})
+    assert settings_from_config({"demonstration_cut": "code"}) == preset("antisd")
 
 
 def test_gate_state_round_trips_through_a_checkpoint(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ MODEL=${MODEL:-Qwen/Qwen3-8B}
 TRAIN_FILE=${TRAIN_FILE:-$HOME/data/dapo-math-17k/train.parquet}
 VAL_FILE=${VAL_FILE:-$HOME/data/aime-2025/test.parquet}
 PRESET=${PRESET:-antisd_release}
+VAL_N=${VAL_N:-4}
 OUT=${OUT:-checkpoints/antisd/qwen3-8b-$PRESET}
 CONFIG_DIR=$(python3 -c "from antisd.integrations.verl.config import CONFIG_DIR; print(CONFIG_DIR)")
 
@@ -57,7 +58,7 @@ ARGS=(
   actor_rollout_ref.rollout.max_model_len=35328
   actor_rollout_ref.rollout.val_kwargs.temperature=0.7
   actor_rollout_ref.rollout.val_kwargs.top_p=0.95
-  actor_rollout_ref.rollout.val_kwargs.n=4
+  actor_rollout_ref.rollout.val_kwargs.n=$VAL_N
   actor_rollout_ref.rollout.val_kwargs.do_sample=true
   trainer.total_training_steps=200
   trainer.save_freq=10

@@ -1,7 +1,8 @@
 """Tasks: training prompts, a held-out set, a grader that returns (reward, feedback), and a demonstration cutter.
 
-Built in: ``countdown`` (the embedded testbed task). Any ``*.jsonl`` path is read as math problems with
-``prompt`` and ``answer`` fields, graded on the final ``\\boxed{}`` answer with math-verify.
+Built in: ``countdown`` (the embedded testbed task), ``gsm``, ``code-basic``. Any ``*.jsonl``/``*.parquet`` path is
+read as math problems with ``prompt`` and ``answer`` fields, graded on the final ``\\boxed{}`` answer with
+math-verify; ``code:PATH`` (or ``code:hf:ORG/NAME[:split]``) as code problems with tests (:func:`code_rows_task`).
 """
 
 from __future__ import annotations
@@ -257,20 +258,75 @@ BUILT_IN = ("countdown", "gsm")  # generated in-process (sampled with replacemen
 def code_basic_task(n_train: int = 2000, n_heldout: int = 64, seed: int = 0) -> Task:
     """The shipped function-writing task (:mod:`antisd.tasks.code_basic`), graded in the sandbox: reward = the
     fraction of tests passed, feedback "Your code passes N of M test cases."; demonstrations cut after the code."""
-    from antisd.tasks import code, code_basic
-
-    def grade(text: str, row: dict) -> tuple[float, str]:
-        g = code.grade_code(text, row)
-        return g.reward, g.feedback
+    from antisd.tasks import code_basic
 
     heldout, train = code_basic.split(n_heldout, seed)
-    held = [EvalItem(r["prompt"], r) for r in heldout]
-    return Task("code-basic", train[:n_train], held, grade, code.cut_after_code, code.extract_code, feedback=code.feedback_of_reward)
+    return _code_task("code-basic", train[:n_train], heldout)
+
+
+TESTS_FIELDS = ("tests", "ground_truth", "reward_model")
+"""Where a code row's tests are looked for, in order, when no field is named: the plain layout, Dolci-RLZero's
+``ground_truth`` (a list of assertions), verl's ``reward_model.ground_truth``."""
+
+
+def code_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", tests_field: str | None = None, heldout_fraction: float = 0.1, source: str | None = None) -> Task:
+    """A code task from rows (plain ``{prompt, tests, entry_point?}``, Dolci-RLZero ``{prompt, ground_truth}``, verl
+    ``{prompt, reward_model: {ground_truth}}``; tests in any layout of :func:`antisd.tasks.code.tests_from`), graded
+    in the sandbox like ``code-basic``. A bad row raises naming the file (or data set), the 1-based row and the field."""
+    from antisd.tasks import code
+
+    def row(i: int, r: dict) -> dict:
+        where = f"{source}:{i + 1}" if source else f"{name}: row {i + 1}"
+        field = tests_field or next((f for f in TESTS_FIELDS if r.get(f) not in (None, "", [])), TESTS_FIELDS[0])
+        for key in (prompt_field, field):
+            if r.get(key) in (None, "", []):
+                raise ValueError(f"{where}: field {key!r} is missing or empty (fields: {sorted(r)})")
+        value = r[field]["ground_truth"] if field == "reward_model" and isinstance(r[field], dict) else r[field]
+        try:
+            tests, entry_point = code.tests_from(value, r.get("entry_point"))
+        except ValueError as e:
+            raise ValueError(f"{where}: field {field!r}: {e}") from None
+        p = r[prompt_field]
+        prompt = list(p) if isinstance(p, (list, tuple)) else [{"role": "user", "content": str(p)}]
+        extra = {k: r[k] for k in ("reference", "prefix") if r.get(k)}
+        return {"prompt": prompt, "tests": tests} | ({"entry_point": entry_point} if entry_point else {}) | extra
+
+    rows = [row(i, r) for i, r in enumerate(rows)]
+    if len({isinstance(t, str) for r in rows for t in r["tests"]}) > 1:  # assertions and stdin/stdout pairs mixed:
+        rows = [r | {"tests": json.dumps(r["tests"])} for r in rows]  # one column type for the training data set
+    n_held = max(1, int(len(rows) * heldout_fraction)) if len(rows) > 1 else 0
+    return _code_task(name, rows[n_held:] or rows, rows[:n_held])
+
+
+def _code_task(name: str, train: list[dict], heldout: list[dict]) -> Task:
+    from antisd.tasks import code
+
+    return Task(name, train, [EvalItem(r["prompt"], r) for r in heldout], _grade_code, code.cut_after_code, code.extract_code, feedback=code.feedback_of_reward)
+
+
+def _grade_code(text: str, row: dict) -> tuple[float, str]:
+    from antisd.tasks.code import grade_code
+
+    g = grade_code(text, row)
+    return g.reward, g.feedback
+
+
+def _code_source(spec: str, prompt_field: str, tests_field: str | None) -> Task:
+    """``code:PATH.jsonl``, ``code:PATH.parquet`` or ``code:hf:ORG/NAME[:split]``."""
+    if spec.startswith("hf:"):
+        dataset_id, _, split = spec[3:].partition(":")
+        return code_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, tests_field)
+    if not spec.endswith((".jsonl", ".parquet")):
+        raise ValueError(f"--task code:{spec}: expected code:PATH.jsonl, code:PATH.parquet or code:hf:ORG/NAME[:split]")
+    return code_rows_task(Path(spec).stem, local_rows(spec), prompt_field, tests_field, source=spec)
 
 
 def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str = "prompt", answer_field: str = "answer") -> Task:
     """'countdown', 'gsm', 'code-basic' (offline), 'dapo' / 'gsm8k' / 'math' (hub, when reachable or cached), a local
-    .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math with the given field names)."""
+    .jsonl/.parquet file, or 'hf:ORG/NAME[:split]' (boxed-answer math with the given field names); 'code:' before a
+    file or hf: id reads code rows (``answer_field`` names the tests field; 'answer' looks for TESTS_FIELDS)."""
+    if name.startswith("code:"):
+        return _code_source(name[len("code:"):], prompt_field, None if answer_field == "answer" else answer_field)
     if name in HUB_DATASETS:
         return hub_task(name)
     if name == "countdown":
@@ -284,4 +340,4 @@ def load_task(name: str, seed: int = 0, n_heldout: int = 64, prompt_field: str =
     if name.startswith("hf:"):
         dataset_id, _, split = name[3:].partition(":")
         return math_rows_task(dataset_id, hub_rows(dataset_id, split or "train"), prompt_field, answer_field)
-    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', 'code-basic', {', '.join(HUB_DATASETS)}, a .jsonl/.parquet file, or hf:ORG/NAME")
+    raise ValueError(f"Unknown task {name!r}: use 'countdown', 'gsm', 'code-basic', {', '.join(HUB_DATASETS)}, a .jsonl/.parquet file, hf:ORG/NAME, or code:PATH / code:hf:ORG/NAME (code with tests)")

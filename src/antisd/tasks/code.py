@@ -1,10 +1,12 @@
 """Code reasoning (paper §7.3): take the program from a completion, run its tests in the sandbox, reward the
 fraction passed, and say so in the paper's words ("Your code passes N of M test cases.").
 
-A row is ``{"prompt", "tests": [...], "entry_point"?}``. A test is either a function-call test, a string of Python
-run after the program (``"assert add(2, 3) == 5"``), or a stdin/stdout test, ``{"input": "...", "output": "..."}``
-(the program's stdout, stripped of trailing white space per line, must equal ``output``). Every test runs as its
-own sandboxed program (:mod:`antisd.tasks.sandbox`), so a test that loops forever costs that test only.
+A row is ``{"prompt", "tests": [...], "entry_point"?, "prefix"?}``. A test is either a function-call test, a string
+of Python run after the program (``"assert add(2, 3) == 5"``), or a stdin/stdout test, ``{"input": "...", "output":
+"..."}`` (the program's stdout, stripped of trailing white space per line, must equal ``output``). Every test runs as
+its own sandboxed program (:mod:`antisd.tasks.sandbox`), so a test that loops forever costs that test only.
+``prefix`` (HumanEval: the prompt's imports, helpers and signature) runs before the program; a function the program
+defines again replaces the prefix's. :func:`tests_from` reads the other layouts (Dolci-RLZero, APPS/verl ``prime_code``).
 
 The program is the **last fenced code block** of the completion (```` ```python ```` or a bare ```` ``` ````, closed);
 a completion without a closed block has no program and passes nothing. With an ``entry_point``, a program that does
@@ -14,6 +16,8 @@ not define that function passes nothing (its tests would only fail with a NameEr
 from __future__ import annotations
 
 import ast
+import dataclasses
+import json
 import re
 from dataclasses import dataclass
 
@@ -30,7 +34,8 @@ class CodeGrade:
     reward: float
     feedback: str
     why: str
-    """'graded', 'no code block', 'syntax error', 'missing entry point <name>'."""
+    """'graded', 'no code block', 'syntax error', 'missing entry point <name>', 'step deadline' (some tests were not
+    run: the step's grading deadline had passed; they count as failed)."""
 
 
 def extract_code(completion: str) -> str | None:
@@ -47,18 +52,74 @@ def cut_after_code(completion: str) -> str:
 
 def grade_code(completion: str, row: dict, limits: Limits = Limits(), binary: bool = False) -> CodeGrade:
     """Run ``row['tests']`` against the completion's program. Reward: the fraction passed (``binary``: 1 only when
-    every test passes)."""
-    tests = list(row["tests"])
+    every test passes). Inside :func:`antisd.tasks.math_grading.grade_parallel` each test's wall limit is cut to what
+    remains of the step's deadline, and tests past it are not run (they fail; ``why`` says 'step deadline')."""
+    tests = row_tests(row)
     program = extract_code(completion)
     why = _unrunnable(program, row.get("entry_point"))
-    passed = 0 if why else sum(_passes(program, test, limits) for test in tests)
+    passed = 0
+    for test in [] if why else tests:
+        left = _step_time_left(limits.wall_seconds)
+        if left <= 0:
+            why = "step deadline"
+            break
+        passed += _passes(row.get("prefix", "") + program, test, dataclasses.replace(limits, wall_seconds=left))
     reward = float(passed == len(tests)) if binary else passed / len(tests)
     return CodeGrade(passed, len(tests), reward, FEEDBACK.format(passed=passed, total=len(tests)), why or "graded")
 
 
+def row_tests(row: dict) -> list:
+    """A row's tests: a list, or its JSON text (rows whose tests mix kinds are stored as JSON: one Arrow type)."""
+    tests = row["tests"]
+    return json.loads(tests) if isinstance(tests, str) else list(tests)
+
+
+def _step_time_left(seconds: float) -> float:
+    from antisd.tasks.math_grading import _time_left  # the grading thread's step deadline (grade_parallel)
+
+    return _time_left(seconds)
+
+
+def tests_from(value, entry_point: str | None = None) -> tuple[list, str | None]:
+    """(tests, entry_point) from the layouts code data sets use; raises ValueError saying what it got.
+
+    - a list of tests (``"assert ..."`` strings, ``{"input", "output"}`` dicts): the plain layout, and Dolci-RLZero's
+      ``ground_truth`` (a list of assertion strings);
+    - ``{"tests": [...], "entry_point"?}``;
+    - ``{"inputs": [...], "outputs": [...], "fn_name"?}`` (APPS / TACO, verl's ``prime_code``): stdin/stdout pairs, or,
+      with ``fn_name``, calls ``fn_name(*inputs[i]) == outputs[i]``;
+    - any of these as a JSON string (verl's ``reward_model.ground_truth`` is often one)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"tests: a string that is not JSON ({value[:60]!r}...)") from None
+    if isinstance(value, dict) and "tests" in value:
+        return tests_from(value["tests"], value.get("entry_point") or entry_point)
+    if isinstance(value, dict) and "inputs" in value and "outputs" in value:
+        inputs, outputs, fn = list(value["inputs"]), list(value["outputs"]), value.get("fn_name")
+        if len(inputs) != len(outputs):
+            raise ValueError(f"tests: {len(inputs)} inputs but {len(outputs)} outputs")
+        if fn:
+            return [f"assert {fn}(*{i!r}) == {o!r}" for i, o in zip(inputs, outputs)], fn
+        return [{"input": _joined(i), "output": _joined(o)} for i, o in zip(inputs, outputs)], entry_point
+    if isinstance(value, (list, tuple)) and value and all(_is_test(t) for t in value):
+        return list(value), entry_point
+    raise ValueError(f"tests: expected a non-empty list of assertion strings or {{'input', 'output'}} objects, {{'tests': [...]}} or "
+                     f"{{'inputs': [...], 'outputs': [...]}}, got {type(value).__name__} {str(value)[:60]!r}")  # fmt: skip
+
+
+def _is_test(test) -> bool:
+    return (isinstance(test, str) and test.strip() != "") or (isinstance(test, dict) and "input" in test and "output" in test)
+
+
+def _joined(value) -> str:
+    return "\n".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def feedback_of_reward(reward: float, row: dict) -> str:
     """The paper's feedback line from a fraction-passed reward and the row's test count (a TRL reward is a float)."""
-    total = len(row["tests"])
+    total = len(row_tests(row))
     return FEEDBACK.format(passed=round(reward * total), total=total)
 
 

@@ -67,10 +67,12 @@ def decode_responses(tokenizer: Any, responses_BT: torch.Tensor, response_mask_B
 def rollouts(
     raw_prompts: Sequence[Any], texts: Sequence[str], rewards: Sequence[float], uids: Sequence[Hashable], *,
     references: Sequence[Any] | None = None, is_padding_B: Sequence[bool] | None = None, order_B: Sequence | None = None,
+    feedback_B: Sequence[str | None] | None = None,
 ) -> Rollouts:  # fmt: skip
     """verl's batch (balancer order) as the teacher pass takes it: the whole batch in *generation* order, so that the
     demonstration is the first correct sibling in that order, as in TRL; the rows in batch order, each pointing at
-    its place in generation order. ``order_B``: e.g. :func:`rollout_order` of verl's keys (None: batch order)."""
+    its place in generation order. ``order_B``: e.g. :func:`rollout_order` of verl's keys (None: batch order).
+    ``feedback_B``: each row's own feedback line from the reward function (:func:`reward_feedback`), or None."""
     B = len(texts)
     order = sorted(range(B), key=lambda i: order_B[i]) if order_B is not None else list(range(B))
     position = {row: k for k, row in enumerate(order)}  # row → its place in generation order
@@ -78,7 +80,21 @@ def rollouts(
         texts=[texts[i] for i in order], rewards=[rewards[i] for i in order], group_ids=[uids[i] for i in order],
         rows=[position[i] for i in range(B)], prompts=list(raw_prompts), references=list(references or [None] * B),
         is_padding=list(is_padding_B) if is_padding_B is not None else None,
+        feedback=[feedback_B[i] for i in order] if feedback_B is not None else None,
     )  # fmt: skip
+
+
+def reward_feedback(extra_fields_B: Sequence[Any]) -> list[str | None] | None:
+    """Each row's ``feedback`` from its reward function's extras (verl keeps them in ``extra_fields
+    ["reward_extra_info"]``; antisd's code reward writes "Your code passes N of M test cases."); None when no row has
+    one (the settings' correct/incorrect lines then apply)."""
+    lines = []
+    for fields in extra_fields_B:
+        fields = getattr(fields, "data", fields)  # a TransferQueue NonTensorData, or the dict itself
+        info = fields.get("reward_extra_info") if isinstance(fields, dict) else None
+        line = info.get("feedback") if isinstance(info, dict) else None
+        lines.append(line if isinstance(line, str) else None)
+    return lines if any(line is not None for line in lines) else None
 
 
 def response_ids(responses_BT: torch.Tensor, response_len_B: torch.Tensor) -> list[list[int]]:

@@ -20,10 +20,28 @@ CONFIG_DIR = Path(__file__).parent / "config"
 CONFIG_NAME = "antisd_trainer"
 
 
+DEMONSTRATION_CUTS = ("boxed", "code", "none")
+"""``antisd.demonstration_cut`` (not a settings field: it belongs to the task, which the reward function knows)."""
+
+
+def demonstration_cut(group: Mapping | None):
+    """The demonstration cutter ``antisd.demonstration_cut`` names: ``boxed`` (default, after the last \\boxed{}),
+    ``code`` (after the last fenced code block), ``none``."""
+    from antisd.tasks import cut_after_last_boxed
+    from antisd.tasks.code import cut_after_code
+
+    name = (group or {}).get("demonstration_cut") or "boxed"
+    if name not in DEMONSTRATION_CUTS:
+        raise ValueError(f"antisd.demonstration_cut={name!r}: choose one of {', '.join(DEMONSTRATION_CUTS)}")
+    return {"boxed": cut_after_last_boxed, "code": cut_after_code, "none": None}[name]
+
+
 def settings_from_config(group: Mapping | None) -> AntiSDSettings:
     """Settings from the ``antisd`` node of a verl config (a DictConfig or a dict); None gives the paper's AntiSD."""
     values = dict(group or {})
     name = values.pop("preset", None) or "antisd"
+    demonstration_cut(values)  # checked here too: refused before verl starts Ray
+    values.pop("demonstration_cut", None)
     overrides = {key: value for key, value in values.items() if value is not None}
     for key, value in overrides.items():  # OmegaConf hands back ListConfig/DictConfig for YAML containers
         if not isinstance(value, (bool, int, float, str)):
@@ -62,6 +80,9 @@ def config_group_yaml() -> str:
         "antisd:",
         "  # A preset of antisd train --preset: grpo, sd, sd_jsd, antisd, antisd_release, no_gate, ...",
         "  preset: antisd",
+        "  # Where a correct sibling's demonstration is cut: boxed (after the last boxed answer, math), code (after the last",
+        "  # fenced code block), none. With antisd's reward function (antisd.integrations.verl.reward) for code data.",
+        "  demonstration_cut: boxed",
         "  # Each field below overrides the preset; null keeps the preset's value.",
     ]
     for f in dataclasses.fields(AntiSDSettings):

@@ -29,13 +29,12 @@ from verl.workers.utils.padding import response_from_nested, response_to_nested
 
 from antisd.infra import rundir
 from antisd.integrations.verl import batch as vb
-from antisd.integrations.verl.config import check_batching, settings_from_config
+from antisd.integrations.verl.config import check_batching, demonstration_cut, settings_from_config
 from antisd.method.step import AntiSDStep
 from antisd.method.teacher_pass import TeacherPass
-from antisd.tasks import cut_after_last_boxed
 
 TEACHER_SUFFIX = "::antisd_teacher"
-FIELDS = ["uid", "raw_prompt", "responses", "response_mask", "rm_scores", "old_log_probs", "advantages"]
+FIELDS = ["uid", "raw_prompt", "responses", "response_mask", "rm_scores", "old_log_probs", "advantages", "extra_fields"]
 
 
 def as_list(values) -> list:
@@ -48,10 +47,12 @@ def nested(rows: list[torch.Tensor]) -> torch.Tensor:
 
 
 def teacher_pass_for(settings, tokenizer, config) -> TeacherPass:
-    """The teacher pass of this trainer: verl's math rewards grade the last \\boxed{}, so demonstrations are cut
-    after it; the teacher prompt uses the data's chat-template arguments, as the student's did."""
+    """The teacher pass of this trainer: demonstrations cut as ``antisd.demonstration_cut`` says (``boxed``, the
+    default: after the last \\boxed{}, which verl's math rewards grade; ``code``: after the last code block); the
+    teacher prompt uses the data's chat-template arguments, as the student's did."""
     kwargs = dict(config.data.get("apply_chat_template_kwargs") or {})
-    return TeacherPass(settings, tokenizer, cut_demonstration=cut_after_last_boxed, chat_template_kwargs=kwargs)
+    cut = demonstration_cut(config.get("antisd"))
+    return TeacherPass(settings, tokenizer, cut_demonstration=cut, chat_template_kwargs=kwargs)
 
 
 @register_trainer("antisd_sync")
@@ -92,7 +93,7 @@ class AntiSDTrainer(PPOTrainerSync):
         rewards = vb.sequence_rewards(data["rm_scores"].to_padded_tensor(padding=0.0), mask_BT, is_padding)
         rollouts = vb.rollouts(
             as_list(data["raw_prompt"]), vb.decode_responses(self.tokenizer, responses_BT, mask_BT), rewards, as_list(data["uid"]),
-            is_padding_B=is_padding, order_B=vb.rollout_order(batch.keys),
+            is_padding_B=is_padding, order_B=vb.rollout_order(batch.keys), feedback_B=vb.reward_feedback(as_list(data["extra_fields"])),
         )  # fmt: skip
         responses = vb.response_ids(responses_BT, data["responses"].offsets().diff())
         score = functools.partial(self._teacher_forward, batch, responses, mask_BT)
