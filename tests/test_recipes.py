@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,14 @@ RECIPES = sorted((Path(__file__).resolve().parents[1] / "configs" / "recipes").g
 
 
 def test_there_is_a_recipe_per_paper_model():
-    assert {p.stem for p in RECIPES} == {"qwen3-8b", "qwen3-4b-instruct-2507", "olmo-3-7b-instruct", "olmo-3-7b-think", "qwen3-30b-a3b"}
+    assert {p.stem for p in RECIPES} == {"qwen3-8b", "qwen3-4b-instruct-2507", "olmo-3-7b-instruct", "olmo-3-7b-think", "qwen3-30b-a3b", "qwen3-8b-code"}
+
+
+def test_code_recipe_is_the_8b_recipe_on_dolci_code():
+    """Issue #22: the paper's code run (§7.3) is Qwen3-8B with the one Table 5 setup, on Dolci-RLZero code."""
+    parse = lambda name: configio.parse(train.TrainConfig, ["--config", str(RECIPES[0].parent / f"{name}.yaml")], "t", "d", extra=train.antisd_fields(), combine=train.with_settings)  # noqa: E731
+    code, math = parse("qwen3-8b-code"), parse("qwen3-8b")
+    assert code.task == "code:hf:allenai/Dolci-RL-Zero-Code-7B" and dataclasses.replace(code, task=math.task) == math
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -39,7 +47,8 @@ def test_recipe_dry_runs_one_step_with_a_tiny_model(path, tmp_path_factory):
 
     model = make_tiny_model(tmp_path_factory.mktemp("tiny"))
     out = tmp_path_factory.mktemp("run")
-    swap = ["--model", str(model), "--task", "countdown", "--steps", "1", "--prompts_per_step", "2", "--num_generations", "2",
+    task = "code-basic" if path.stem.endswith("-code") else "countdown"
+    swap = ["--model", str(model), "--task", task, "--steps", "1", "--prompts_per_step", "2", "--num_generations", "2",
             "--max_completion_length", "8", "--grad_accum", "1", "--bf16", "false", "--use_vllm", "false", "--output_dir", str(out)]  # fmt: skip
     assert cli.main(["train", "--config", str(path), *swap]) == 0
     summary = json.loads((out / "summary.json").read_text())

