@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The oracle runs first, so a wiring error it catches is reported as killed by it.
 TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_wiring.py", "tests/test_control.py",
-         "tests/test_teacher_pass.py"]
+         "tests/test_teacher_pass.py", "tests/test_code.py", "tests/test_code_sets.py"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ CONTEXT = "src/antisd/method/context.py"
 MODES = "src/antisd/method/modes.py"
 PASS = "src/antisd/method/teacher_pass.py"
 TEACHERS = "src/antisd/method/teachers.py"
+CODE = "src/antisd/tasks/code.py"
+CODE_SETS = "src/antisd/evaluation/code_sets.py"
 MUTANTS = [
     # the 7 trainer wiring errors of issue #10
     Mutant("teacher_shift", TRAINER, "return self._score(ids, mask, completion_ids.size(1), entropy, model=model)",
@@ -106,6 +108,16 @@ MUTANTS = [
     Mutant("frozen_scores_live", TRAINER, "with self.antisd_teacher.scoring(self.model) as model:", "with contextlib.nullcontext(self.model) as model:",
            "the teacher pass scores with the live policy whatever the teacher source"),
     Mutant("teacher_not_restored", TRAINER, "self.antisd_teacher.load(Path(checkpoint))", "pass", "a resumed run keeps a fresh teacher copy"),
+    # code reasoning (issue #22), killed by tests/test_code.py and tests/test_code_sets.py
+    Mutant("code_first_block", CODE, "return blocks[-1] if blocks else None", "return blocks[0] if blocks else None", "the program is the first code block, not the last"),
+    Mutant("code_cut_first_block", CODE, "return completion[: matches[-1].end()] if matches", "return completion[: matches[0].end()] if matches",
+           "a demonstration cut after its first code block"),
+    Mutant("code_feedback_failed", CODE, "FEEDBACK.format(passed=passed, total=len(tests))", "FEEDBACK.format(passed=len(tests) - passed, total=len(tests))",
+           "the feedback counts failed tests as passed"),
+    Mutant("code_prefix_dropped", CODE, "_passes((row.get(\"prefix\") or \"\") + program,", "_passes(program,", "the problem's prefix (imports, helpers) not run"),
+    Mutant("code_deadline_ignored", CODE, "left = _step_time_left(limits.wall_seconds)", "left = limits.wall_seconds", "code grading ignores the step deadline"),
+    Mutant("evalplus_base_only", CODE_SETS, "inputs = list(r.get(\"base_input\") or []) + list(r.get(\"plus_input\") or [])",
+           "inputs = list(r.get(\"base_input\") or [])", "EvalPlus rows tested on their base inputs only"),
 ]
 
 

@@ -51,6 +51,8 @@ def test_extraction_rule_and_demonstration_cut():
     assert extract_code("no code here") is None
     assert cut_after_code(GOOD) == "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```"
     assert cut_after_code("no block at all") == "no block at all"
+    draft_then_answer = "Draft:\n```python\nx = 0\n```\nFixed:\n```python\nx = 1\n```\nThat is all."
+    assert cut_after_code(draft_then_answer) == "Draft:\n```python\nx = 0\n```\nFixed:\n```python\nx = 1\n```"  # after the last block
 
 
 def test_code_basic_task_is_offline_disjoint_and_its_references_pass():
@@ -175,6 +177,8 @@ def test_prefix_runs_before_the_program():
     row = {"tests": ["assert add(2, 3) == 5"], "entry_point": "add", "prefix": "from math import fsum\n\ndef add(a, b):\n    '''Add.'''\n"}
     assert grade_code("```python\ndef add(a, b):\n    return int(fsum([a, b]))\n```", row, limits=QUICK).passed == 1
     assert grade_code("```python\ndef add(a, b):\n    return int(fsum([a, b]))\n```", row | {"prefix": ""}, limits=QUICK).passed == 0
+    # a data set where only some rows have a prefix hands the others None (one Arrow column)
+    assert grade_code(GOOD, ADD_ROW | {"prefix": None}, limits=QUICK).passed == 3
 
 
 def test_grading_keeps_to_the_steps_deadline():

@@ -29,7 +29,7 @@ def test_humaneval_from_the_wheel_every_canonical_solution_passes_and_a_stub_fai
 
 
 SQRT_ROW = {"task_id": "Plus/1", "entry_point": "root", "prompt": "def root(x: float) -> float:\n    \"\"\"Square root of x.\"\"\"\n",
-            "canonical_solution": "    return x ** 0.5\n", "base_input": [[4.0], [2.0]], "plus_input": [[1e-8], [123456.0]], "atol": 1e-6}  # fmt: skip
+            "canonical_solution": "    return x ** 0.5\n", "base_input": [[4.0], [9.0]], "plus_input": [[2.0], [123456.0]], "atol": 1e-6}  # fmt: skip
 MBPP_ROW = {"task_id": "Mbpp/2", "entry_point": "similar_elements", "prompt": "\"\"\"\nWrite a function to find the shared elements from the given two lists.\n\"\"\"\n",
             "canonical_solution": "def similar_elements(a, b):\n    return sorted(set(a) & set(b))\n", "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]]], "plus_input": [[[1, 2], [3]]], "atol": 0}  # fmt: skip
 
@@ -39,7 +39,7 @@ MBPP_ROW = {"task_id": "Mbpp/2", "entry_point": "similar_elements", "prompt": "\
     [
         (SQRT_ROW, "```python\nimport math\ndef root(x):\n    return math.sqrt(x)\n```", True),  # floats within atol
         (SQRT_ROW, "```python\ndef root(x):\n    return x ** 0.5 + 1e-3\n```", False),
-        (SQRT_ROW, "```python\ndef root(x):\n    return round(x ** 0.5, 2)\n```", False),  # right on the base inputs only
+        (SQRT_ROW, "```python\ndef root(x):\n    return round(x ** 0.5, 2)\n```", False),  # right on the base inputs only (4, 9)
         (MBPP_ROW, "```python\ndef similar_elements(a, b):\n    return sorted(x for x in a if x in b)\n```", True),
         (MBPP_ROW, "```python\ndef similar_elements(a, b):\n    return sorted(set(a) & set(b), reverse=True)\n```", False),  # order differs from the reference
         (MBPP_ROW, "```python\ndef similar(a, b):\n    return sorted(set(a) & set(b))\n```", False),  # wrong entry point
@@ -63,3 +63,18 @@ def test_code_benchmarks_refuse_what_they_cannot_test(tmp_path):
     path.write_text(json.dumps({"task_id": "X/0", "prompt": "def f():\n"}) + "\n")
     with pytest.raises(ValueError, match="field 'entry_point' is missing"):
         load_code_benchmark("humaneval", str(path), None)
+
+
+@pytest.mark.slow
+def test_eval_command_on_humaneval_offline(tmp_path, capsys):
+    """The acceptance command, shortened: `antisd eval --model testbed --benchmarks humaneval --k 1 --problems 5`."""
+    from antisd import cli
+
+    out = tmp_path / "eval"
+    argv = ["eval", "--model", "testbed", "--benchmarks", "humaneval", "--k", "1", "--problems", "5", "--max_new_tokens", "24", "--output_dir", str(out)]
+    assert cli.main(argv) == 0
+    result = json.loads((out / "results.json").read_text())["results"]["humaneval"]
+    assert result["n_problems"] == 5 and result["k"] == 1 and len(result["per_problem"]) == 5
+    assert result["sandbox"] in ("bwrap", "limits") and 0.0 <= result["avg@1"] <= 1.0
+    assert f"isolation level {result['sandbox']}" in (out / "results.md").read_text()
+    assert "generated 5/5 completions" in capsys.readouterr().out  # progress while it generates

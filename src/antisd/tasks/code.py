@@ -63,7 +63,7 @@ def grade_code(completion: str, row: dict, limits: Limits = Limits(), binary: bo
         if left <= 0:
             why = "step deadline"
             break
-        passed += _passes(row.get("prefix", "") + program, test, dataclasses.replace(limits, wall_seconds=left))
+        passed += _passes((row.get("prefix") or "") + program, test, dataclasses.replace(limits, wall_seconds=left))
     reward = float(passed == len(tests)) if binary else passed / len(tests)
     return CodeGrade(passed, len(tests), reward, FEEDBACK.format(passed=passed, total=len(tests)), why or "graded")
 
