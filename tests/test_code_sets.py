@@ -78,3 +78,36 @@ def test_eval_command_on_humaneval_offline(tmp_path, capsys):
     assert result["sandbox"] in ("bwrap", "limits") and 0.0 <= result["avg@1"] <= 1.0
     assert f"isolation level {result['sandbox']}" in (out / "results.md").read_text()
     assert "generated 5/5 completions" in capsys.readouterr().out  # progress while it generates
+
+
+@pytest.mark.slow
+def test_an_interrupted_eval_resumes_with_the_same_draws(tmp_path, monkeypatch):
+    """A 2-hour CPU evaluation must survive a kill: finished batches are kept with the random state after them, and
+    the rerun draws exactly what an uninterrupted run draws."""
+    from antisd import cli
+    from antisd.evaluation import scoring
+
+    argv = ["eval", "--model", "testbed", "--benchmarks", "countdown", "--k", "3", "--problems", "4", "--batch_size", "4", "--max_new_tokens", "16"]
+    assert cli.main([*argv, "--output_dir", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())["results"]["countdown"]
+    assert not (tmp_path / "whole" / "partial").exists()
+
+    real, calls = scoring.sample, []
+
+    def killed_after_two_batches(*args, progress=None, **kwargs):
+        def progress_then_kill(done, total, batch, rng):
+            progress(done, total, batch, rng)
+            calls.append(done)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+        return real(*args, progress=progress_then_kill, **kwargs)
+
+    monkeypatch.setattr(scoring, "sample", killed_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--output_dir", str(tmp_path / "cut")])
+    assert calls == [4, 8] and len((tmp_path / "cut" / "partial" / "countdown.jsonl").read_text().splitlines()) == 3
+    monkeypatch.setattr(scoring, "sample", real)
+    assert cli.main([*argv, "--output_dir", str(tmp_path / "cut")]) == 0
+    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())["results"]["countdown"]
+    assert [p["completions"] for p in resumed["per_problem"]] == [p["completions"] for p in whole["per_problem"]]

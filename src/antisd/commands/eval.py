@@ -16,8 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import shutil
 import time
 import types
 from collections import Counter
@@ -95,8 +98,10 @@ def majority(answers: list[str | None], correct: list[bool]) -> bool:
     return correct[answers.index(winner)]
 
 
-def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[list[str]]:
-    """k completions (text) per prompt, with the chosen backend."""
+def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int, partial: Path | None = None) -> list[list[str]]:
+    """k completions (text) per prompt, with the chosen backend. With the transformers backend every finished batch
+    is appended to ``partial`` (with the random state after it), and a run with the same settings and prompts
+    continues from that file after an interruption, drawing exactly what an uninterrupted run draws."""
     if cfg.backend == "vllm":
         from vllm import LLM, SamplingParams
 
@@ -107,12 +112,54 @@ def generate(cfg: EvalConfig, model, tok, prompts: list[str], k: int) -> list[li
         raise ValueError(f"backend must be 'transformers' or 'vllm', got {cfg.backend!r}")
     from antisd.evaluation.scoring import sample
 
-    texts: list[list[str]] = [[] for _ in prompts]
+    key = {"model": cfg.model, "k": k, "temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+           "batch_size": cfg.batch_size, "seed": cfg.seed, "prompts": hashlib.sha256(json.dumps(prompts).encode()).hexdigest()}  # fmt: skip
+    texts, resume = _read_partial(partial, key, len(prompts)) if partial else ([[] for _ in prompts], None)
     start = time.monotonic()
-    say = lambda done, total: print(f"  generated {done}/{total} completions ({time.monotonic() - start:.0f} s)", flush=True)  # noqa: E731
-    for i, ids in sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, progress=say):
-        texts[i].append(tok.decode(ids, skip_special_tokens=True))
+
+    def record(done: int, total: int, batch: list, rng: list) -> None:
+        entry = {"batch": [[i, tok.decode(ids, skip_special_tokens=True)] for i, ids in batch], "done": done, "rng": [base64.b64encode(t.numpy().tobytes()).decode() for t in rng]}
+        for i, text in entry["batch"]:
+            texts[i].append(text)
+        if partial:
+            with open(partial, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        print(f"  generated {done}/{total} completions ({time.monotonic() - start:.0f} s)", flush=True)
+
+    sample(model, tok, prompts, k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, progress=record, resume=resume)
     return texts
+
+
+def _read_partial(path: Path, key: dict, n_prompts: int) -> tuple[list[list[str]], tuple | None]:
+    """(texts so far, (done, rng state)) from an interrupted run's file with the same ``key``; else a fresh file."""
+    import torch
+
+    texts: list[list[str]] = [[] for _ in range(n_prompts)]
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    if not lines or _loads(lines[0]) != {"key": key}:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+        return texts, None
+    done, rng, kept = 0, None, lines[:1]
+    for line in lines[1:]:
+        entry = _loads(line)
+        if entry is None:  # a line cut short by the interruption: that batch is drawn again
+            break
+        for i, text in entry["batch"]:
+            texts[i].append(text)
+        done, rng = entry["done"], [torch.frombuffer(bytearray(base64.b64decode(b)), dtype=torch.uint8) for b in entry["rng"]]
+        kept.append(line)
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")  # without a cut-short line, so that new batches follow
+    if done:
+        print(f"  resuming from {path}: {done} completions already drawn", flush=True)
+    return texts, ((done, rng) if done else None)
+
+
+def _loads(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
@@ -123,7 +170,7 @@ def evaluate_benchmark(cfg: EvalConfig, model, tok, name: str, task) -> dict:
     k = cfg.k or BENCHMARKS[name].default_k
     print(f"{name}: {len(task.heldout)} problems × k = {k}", flush=True)
     prompts = [tok.apply_chat_template(it.messages, add_generation_prompt=True, tokenize=False, enable_thinking=cfg.enable_thinking) for it in task.heldout]
-    completions = generate(cfg, model, tok, prompts, k)
+    completions = generate(cfg, model, tok, prompts, k, Path(cfg.output_dir) / "partial" / f"{name}.jsonl")
     graded = iter(grade_parallel(task.grade, [(t, item.row) for item, texts in zip(task.heldout, completions) for t in texts], workers=2, deadline_s=None))
     per_problem, excluded = [], []
     for item, texts in zip(task.heldout, completions):
@@ -178,6 +225,7 @@ def main(cfg: EvalConfig) -> dict:
     lines += ["", "![pass@k](passk.png)", ""]
     (out / "results.md").write_text("\n".join(lines))
     _plot(results, out / "passk.png")
+    shutil.rmtree(out / "partial", ignore_errors=True)  # the results are written: nothing to resume
     print("\n".join(lines[:-3]))
     print(f"results: {out / 'results.md'} (table), {out / 'results.json'} (every completion, per problem), {out / 'passk.png'}")
     return results

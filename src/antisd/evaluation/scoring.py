@@ -12,9 +12,12 @@ from antisd.core import logp_entropy_from_logits
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False, progress=None) -> list[tuple[int, list[int]]]:
+def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False, progress=None, resume: tuple | None = None) -> list[tuple[int, list[int]]]:
     """``n`` completions per prompt: a list of (prompt index, completion token ids without padding).
-    ``progress(done, total)`` is called after each generate batch.
+
+    ``progress(done, total, batch, rng_state)`` is called after each generate batch with that batch's (prompt index,
+    ids) pairs and the random state that the next batch starts from. ``resume=(done, rng_state)`` continues such a
+    run after its first ``done`` completions (which it does not return): the same draws as an uninterrupted run.
 
     ``synced``: several processes generate in lock step (``synced_gpus``), as sharded weights (ZeRO-3, FSDP)
     require; every process must then call this with the same number of prompts."""
@@ -23,30 +26,50 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
     model.eval()
     flat = [i for i in range(len(prompt_texts)) for _ in range(n)]
     out = []
+    cuda = [model.device] if model.device.type == "cuda" else []
     # a private RNG stream (on the GPU too): sampling here never shifts a training run's random state
-    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        for start in range(0, len(flat), batch_size):
+        done = 0
+        if resume is not None:
+            done = resume[0]
+            _set_rng_state(resume[1], cuda)
+        for start in range(done, len(flat), batch_size):
             idx = flat[start : start + batch_size]
             enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             gen = model.generate(
                 **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, synced_gpus=synced,
             )  # fmt: skip
-            for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :].tolist()):
-                ids = []
-                for t in row:
-                    if t == tokenizer.pad_token_id and t != tokenizer.eos_token_id:
-                        break
-                    ids.append(t)
-                    if t == tokenizer.eos_token_id:
-                        break
-                out.append((i, ids))
+            batch = [(i, _trim(row, tokenizer)) for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :].tolist())]
+            out += batch
             if progress is not None:
-                progress(len(out), len(flat))
+                progress(start + len(batch), len(flat), batch, _rng_state(cuda))
     tokenizer.padding_side = side
     model.train(was_training)
     return out
+
+
+def _trim(row: list[int], tokenizer) -> list[int]:
+    """A generated row up to and including its end-of-sequence token, without padding."""
+    ids = []
+    for t in row:
+        if t == tokenizer.pad_token_id and t != tokenizer.eos_token_id:
+            break
+        ids.append(t)
+        if t == tokenizer.eos_token_id:
+            break
+    return ids
+
+
+def _rng_state(cuda: list) -> list:
+    return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in cuda]
+
+
+def _set_rng_state(state: list, cuda: list) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(cuda, state[1:]):
+        torch.cuda.set_rng_state(s, d)
 
 
 @torch.no_grad()
