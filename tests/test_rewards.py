@@ -200,7 +200,7 @@ def test_unparseable_gold_is_excluded_and_reported_by_antisd_eval(tmp_path, monk
 
     f = tmp_path / "m.jsonl"
     f.write_text("".join(_json.dumps(r) + "\n" for r in [{"problem": "What is 1+1?", "answer": "2"}, {"problem": "Broken gold", "answer": "\\frac{"}] * 5))
-    monkeypatch.setattr(eval_command, "generate", lambda cfg, model, tok, prompts, k: [["no boxed answer"] * k for _ in prompts])
+    monkeypatch.setattr(eval_command, "generate", lambda cfg, model, tok, prompts, k, partial=None: [["no boxed answer"] * k for _ in prompts])
     cfg = eval_command.EvalConfig(benchmarks=["math500"], data=[f"math500={f}"], k=1, problems=0)
     from antisd.evaluation.sets import load_benchmark
 
