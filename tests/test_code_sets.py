@@ -6,15 +6,16 @@ import json
 
 import pytest
 
-from antisd.evaluation.code_sets import humaneval_path, load_code_benchmark, read_rows
+from antisd.evaluation.code_sets import humaneval_path, load_code_benchmark
 from antisd.evaluation.sets import load_benchmark
+from antisd.tasks import read_jsonl_rows
 from antisd.tasks.math_grading import grade_parallel
 
 
 def test_humaneval_from_the_wheel_every_canonical_solution_passes_and_a_stub_fails():
     """All 164 problems offline; the canonical solution (the prompt's body) passes each, 'return None' none; the
     prompt (imports, helpers) runs before a completion that repeats only the function."""
-    raw = read_rows(humaneval_path())
+    raw = read_jsonl_rows(humaneval_path(), required=())
     task = load_benchmark("humaneval")
     assert len(raw) == len(task.heldout) == 164 and [it.row["task_id"] for it in task.heldout] == [r["task_id"] for r in raw]
     canonical = [(f"```python\n{r['prompt']}{r['canonical_solution']}```", it.row) for r, it in zip(raw, task.heldout)]

