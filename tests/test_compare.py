@@ -38,6 +38,10 @@ def test_compare_runs_resumes_and_reports(tmp_path, capsys):
         assert {k: v for k, v in evals[0].items() if k.startswith("eval/")} == step0 and summary["before"] == step0
     report = (out / "report.md").read_text()
     assert "| grpo |" in report and f"| {ANTISD} |" in report and (out / "report.png").stat().st_size > 0
+    assert "dose (%)" in report
+    grpo_rows = [json.loads(x) for x in (out / "grpo-s0" / "metrics.jsonl").read_text().splitlines()]
+    ratios = [r["antisd/term_ratio"] for r in grpo_rows if "antisd/term_ratio" in r]  # λ = 0: no term (NaN/None: uniform groups)
+    assert len(ratios) == 2 and all(v is None or v != v or v == 0.0 for v in ratios)
     capsys.readouterr()
     assert cli.main(argv) == 0  # second call: every run is finished and skipped
     assert capsys.readouterr().out.count("finished, skipped") == 4
@@ -95,9 +99,27 @@ def test_runaway_rule_on_hand_made_runs():
     assert not compare.runaway(_rows(flat, [0.0] * 30 + [0.5] * 10))  # exactly 50% is not above it
 
 
+def test_collapse_rule_sees_the_last_steps():
+    flat = [0.4] * 40
+    assert not compare.collapsed(_rows(flat), eval_k=4)
+    ends_low = _rows([0.4] * 37 + [0.1] * 3)  # collapses in the last 3 steps: the runaway rule cannot see it
+    assert not compare.runaway(ends_low) and compare.collapsed(ends_low, eval_k=4)
+    assert not compare.collapsed(_rows([0.4] * 39 + [0.1]), eval_k=4)  # one bad last step is noise
+    assert compare.collapsed(_rows([0.4] * 24 + [0.1] * 5 + [0.4] * 11), eval_k=4)  # a runaway is a collapse
+    # held-out: the last evaluation below half the run's best
+    evals = lambda values: [{"step": 10 * i, "eval/avg@4": v} for i, v in enumerate(values)]  # noqa: E731
+    assert compare.collapsed(_rows(flat) + evals([0.2, 0.4, 0.3, 0.19]), eval_k=4)
+    assert not compare.collapsed(_rows(flat) + evals([0.2, 0.4, 0.3, 0.2]), eval_k=4)
+
+
 def test_mechanisms_report_paired_differences(tmp_path):
     def write(name, length, tries, gate):
-        rows = [{"step": s, "reward/reward": 0.3, "train/completions/mean_length": length + (5.0 if s <= 10 else 0.0), "antisd/gate_calibrated": int(s > 5), "antisd/gate_on": gate} for s in range(1, 21)]
+        dose = lambda s: float("nan") if s == 1 else 0.02 * gate * (s % 2)  # noqa: E731  (NaN: no sequence advantage)
+        rows = [
+            {"step": s, "reward/reward": 0.3, "train/completions/mean_length": length + (5.0 if s <= 10 else 0.0), "antisd/gate_calibrated": int(s > 5),
+             "antisd/gate_on": gate, "antisd/term_ratio": dose(s), "antisd/term_exceeds_frac": 0.0}
+            for s in range(1, 21)
+        ]  # fmt: skip
         rows += [{"step": 20, "eval/avg@4": 0.3, "eval/tries": tries, "eval/deliberation_lines": 0.5}]
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -114,6 +136,10 @@ def test_mechanisms_report_paired_differences(tmp_path):
     assert mech["antisd"]["gate_open"] == pytest.approx(1 / 3)  # seeds 0, 2 shut, seed 1 open
     assert mech["antisd"]["runaway_seeds"] == 0 and mech["antisd"]["seeds"] == 3
     assert "length_late_delta" not in mech["grpo"]
+    # the dose: mean over the steps with a finite ratio (steps 2..20, 9 odd ones at 2% with the gate open: seed 1 only)
+    assert mech["grpo"]["term_ratio"] == 0.0 and mech["antisd"]["term_ratio"] == pytest.approx(0.02 * 9 / 19 / 3)
+    assert mech["antisd"]["collapse_seeds"] == 0 and mech["antisd"]["collapse_delta"]["p_holm"] == 1.0 and "collapse_delta" not in mech["grpo"]
+    assert compare._pct(mech["antisd"]["term_ratio"]) == "0.32" and compare._pct(0.125) == "12" and compare._pct(None) == "–"
 
 
 def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tmp_path):

@@ -255,6 +255,44 @@ def test_gate_recalibrate_warms_up_again():
     assert gate.step(5.0) is False and gate.warm == 5.0
 
 
+def _pooled_gate_reference(warm: float, stats: list[float], pool: int, down: float, up: float) -> list[bool]:
+    """The pooled gate from its definition: after warm-up, the Schmitt trigger sees the mean of the last ``pool``
+    statistics (fewer at the start), closing below down·warm and reopening at up·warm (lag 0)."""
+    on, seen, out = True, [], []
+    for v in stats:
+        seen.append(v)
+        mean = sum(seen[-pool:]) / len(seen[-pool:])
+        on = False if on and mean < down * warm else True if not on and mean >= up * warm else on
+        out.append(on)
+    return out
+
+
+@pytest.mark.parametrize("pool", [1, 3])
+def test_pooled_gate_decides_on_the_mean_of_recent_steps(pool):
+    g = torch.Generator().manual_seed(pool)
+    stats = (1.0 + 0.15 * torch.randn(40, generator=g)).tolist()
+    gate = core.SchmittGate(warmup_steps=1, down_ratio=0.9, up_ratio=1.0, pool_steps=pool)
+    assert gate.step(1.0) is False  # warm-up: m = 1.0
+    got = [gate.step(v) for v in stats]
+    assert got == _pooled_gate_reference(1.0, stats, pool, 0.9, 1.0)
+    if pool == 1:
+        return
+    # one low batch in a steady run closes a per-step gate but not a 3-step pooled one
+    for p, expected in ((1, False), (3, True)):
+        gate = core.SchmittGate(warmup_steps=1, down_ratio=0.9, up_ratio=1.0, pool_steps=p)
+        gate.step(1.0)
+        assert [gate.step(v) for v in (1.0, 1.0, 0.8)][-1] is expected
+    # the window survives a state round trip (a resumed run decides as an uninterrupted one)
+    gate = core.SchmittGate(warmup_steps=1, down_ratio=0.9, up_ratio=1.0, pool_steps=3)
+    for v in [1.0] + stats[:5]:
+        gate.step(v)
+    clone = core.SchmittGate(warmup_steps=1, pool_steps=3)
+    clone.load_state_dict(gate.state_dict())
+    assert [clone.step(v) for v in stats[5:]] == [gate.step(v) for v in stats[5:]]
+    with pytest.raises(ValueError, match="pool_steps"):
+        core.SchmittGate(pool_steps=0)
+
+
 def test_gate_rejects_inverted_band():
     with pytest.raises(ValueError, match="hysteresis"):
         core.SchmittGate(down_ratio=1.1, up_ratio=1.0)

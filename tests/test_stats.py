@@ -106,3 +106,27 @@ def test_compare_plans_seeds_from_a_pilot(tmp_path):
     assert plan["pilot_auc"] == pytest.approx(pilot) and plan["comparisons"] == 3
     assert plan == {**plan, **stats.seeds_for_halfwidth(pilot, 0.03, 3), "pilot_auc": plan["pilot_auc"]}
     assert not (tmp_path / "antisd-s0").exists()  # planning runs nothing
+
+
+def test_fisher_exact_by_hand_and_on_published_tables():
+    # testbed-v2's comparison 3: 3 of 8 runaway seeds against 0 of 8 — one-sided p = C(8,3)/C(16,3) = 56/560
+    assert stats.fisher_exact(3, 8, 0, 8, "greater") == pytest.approx(0.1)
+    assert stats.fisher_exact(3, 8, 0, 8) == pytest.approx(0.2)  # the mirror table (0 of 8 vs 3 of 8) is as likely
+    # Fisher's tea-tasting table [[3, 1], [1, 3]]: one-sided 17/70, two-sided 34/70 (R: fisher.test, 0.4857)
+    assert stats.fisher_exact(3, 4, 1, 4, "greater") == pytest.approx(17 / 70)
+    assert stats.fisher_exact(3, 4, 1, 4) == pytest.approx(34 / 70)
+    assert stats.fisher_exact(1, 4, 3, 4, "less") == pytest.approx(17 / 70)
+    assert stats.fisher_exact(0, 8, 0, 8) == 1.0
+    with pytest.raises(ValueError, match="a=9"):
+        stats.fisher_exact(9, 8, 0, 8)
+
+
+def test_rate_intervals_match_newcombe():
+    """Newcombe (1998): Wilson's interval for 81/263 is 0.2553–0.3662; the hybrid score interval of 56/70 − 48/80
+    is 0.0524–0.3339 and of 9/10 − 3/10 is 0.1705–0.8090."""
+    assert stats.wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=5e-4)
+    d = stats.rate_difference_interval(56, 70, 48, 80)
+    assert d["difference"] == pytest.approx(0.2) and (d["low"], d["high"]) == pytest.approx((0.0524, 0.3339), abs=5e-4)
+    d = stats.rate_difference_interval(9, 10, 3, 10)
+    assert (d["low"], d["high"]) == pytest.approx((0.1705, 0.8090), abs=5e-4)
+    assert stats.wilson_interval(0, 8)[0] == 0.0 and 0.3 < stats.wilson_interval(0, 8)[1] < 0.4

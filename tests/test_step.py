@@ -110,3 +110,47 @@ def test_settings_refuse_impossible_combinations(changes, message):
 def test_settings_replace_names_unknown_fields():
     with pytest.raises(KeyError, match="Did you mean 'lambda_max'"):
         AntiSDSettings().replace(lamda_max=1.0)
+
+
+def _dose_reference(seq_adv: list[float], teacher: list[list[float]], student: list[list[float]], lam: float) -> tuple[float, float]:
+    """Issue #23's dose meter straight from Eq. 2 with δ = −φ(u), token by token: (Σ|λφ(u_t)| / Σ|A_i|, share of
+    tokens where |λφ(u_t)| > |A_i|)."""
+    term = base = exceed = n = 0.0
+    for a, t_row, s_row in zip(seq_adv, teacher, student):
+        for lt, ls in zip(t_row, s_row):
+            u = lt - ls
+            phi = 0.5 * (math.log1p(math.exp(u)) - math.log(2.0))
+            term, base, exceed, n = term + abs(lam * phi), base + abs(a), exceed + (abs(lam * phi) > abs(a)), n + 1
+    return term / base, exceed / n
+
+
+@pytest.mark.parametrize("lam", [0.5, 4.0])
+def test_term_ratio_is_the_terms_size_next_to_the_grpo_signal(lam):
+    """The dose meter against a token-by-token reference; λ = 0 (GRPO) reads exactly 0; masked tokens don't count;
+    permuting the rows changes nothing; NaN, not a division by zero, when no token carries a sequence advantage."""
+    g = torch.Generator().manual_seed(0)
+    teacher, student = -3 * torch.rand(4, 6, generator=g), -3 * torch.rand(4, 6, generator=g)
+    seq_adv = torch.tensor([0.9, -0.3, 0.05, -1.2])
+    step = AntiSDStep(preset("no_gate").replace(lambda_max=lam))
+    x = _inputs(teacher, student)
+    x.seq_adv_B = seq_adv
+    m = step(x).metrics
+    ratio, exceed = _dose_reference(seq_adv.tolist(), teacher.tolist(), student.tolist(), lam)
+    assert m["antisd/term_ratio"] == pytest.approx(ratio, rel=1e-5)
+    assert m["antisd/term_exceeds_frac"] == pytest.approx(exceed, abs=1e-12)
+    assert m["antisd/term_abs_mean"] == pytest.approx(ratio * seq_adv.abs().mean().item(), rel=1e-5)
+    assert 0 < exceed < 1 if lam == 4.0 else exceed < 1
+
+    perm = torch.tensor([2, 0, 3, 1])
+    xp = _inputs(teacher[perm], student[perm])
+    xp.seq_adv_B = seq_adv[perm]
+    assert AntiSDStep(preset("no_gate").replace(lambda_max=lam))(xp).metrics["antisd/term_ratio"] == pytest.approx(m["antisd/term_ratio"], rel=1e-6)
+
+    masked = _inputs(torch.cat([teacher, torch.full((4, 2), -9.0)], 1), torch.cat([student, torch.zeros(4, 2)], 1))
+    masked.response_mask_BT = torch.cat([torch.ones(4, 6), torch.zeros(4, 2)], 1)
+    masked.seq_adv_B = seq_adv
+    mm = AntiSDStep(preset("no_gate").replace(lambda_max=lam))(masked).metrics
+    assert mm["antisd/term_ratio"] == pytest.approx(m["antisd/term_ratio"], rel=1e-6)
+
+    assert AntiSDStep(preset("no_gate").replace(lambda_max=0.0))(x).metrics["antisd/term_ratio"] == 0.0
+    assert math.isnan(AntiSDStep(preset("no_gate").replace(lambda_max=lam))(_inputs(teacher, student)).metrics["antisd/term_ratio"])

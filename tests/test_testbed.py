@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
+import re
+import statistics
 
 import pytest
 
@@ -65,6 +68,38 @@ def test_v2_options_confident_teacher_and_mismatched_solutions():
             assert copied or sorted(cd.parse_answer(response)[::2]) == sorted(p.numbers)
     assert confident > 50 and hedged > 20
     assert 0.1 < fooled / (fooled + ignored) < 0.45 and fooled + ignored > 20
+
+
+def test_v3_options_partly_confident_teacher_and_skewed_wording():
+    """--p_confident: a known-solution try opens confidently with that probability (1 draws nothing extra, so the
+    v2 recipe's data are unchanged); --wording_skew: wording frequencies follow Zipf weights ∝ rank^−skew."""
+    problems = cd.generate(600, seed=0)
+    args = (1.0, ContextTemplates(), 6, True, 0.0, (0.5, 0.75, 0.1), None)
+    first = [make_example(p, random.Random(i), *args, True) for i, p in enumerate(problems[:50])]
+    assert first == [make_example(p, random.Random(i), *args, 1.0) for i, p in enumerate(problems[:50])]
+    rng = random.Random(2)
+    sure = known = 0
+    for p in problems:
+        messages, response = make_example(p, rng, *args, 0.5)
+        user = messages[0]["content"]
+        attempt = user.split("Your previous attempt:\n\n")[1].split("\n\n")[0] if "Your previous attempt:" in user else None
+        if attempt is None or cd.grade(attempt, p).reward != 1.0:  # only a teacher that knows the solution is confident
+            continue
+        for line in response.splitlines():
+            if line.endswith(tuple(cd.YES_WORDS)) and not line.startswith("answer:"):
+                known, sure = known + 1, sure + line.startswith(cd.CONFIDENT_OPENERS)
+    assert known > 150 and abs(sure / known - 0.5) < 0.1
+    rng = random.Random(3)
+    counts = {w: 0 for w in cd.EQUALS}
+    for p in problems:
+        _, response = make_example(p, rng, 0.0, ContextTemplates(), 6, True, skew=2.0)
+        for verb in re.findall(r"\d (=|is|gives|makes) \d", response):
+            counts[verb] += 1
+    total = sum(counts.values())
+    weights = [1.0, 1 / 4, 1 / 9, 1 / 16]
+    for w, weight in zip(cd.EQUALS, weights):
+        assert counts[w] / total == pytest.approx(weight / sum(weights), abs=0.03), counts
+    assert cd.word(random.Random(0), ("a", "b"), 0.0) == random.Random(0).choice(("a", "b"))  # skew 0: the old draw
 
 
 def test_shipped_model_loads_offline_and_writes_traces():
@@ -144,10 +179,25 @@ def test_regime_properties_on_hand_made_measurements():
     props = {p.name: p for p in regime_properties(pass1, tokens, stats)}
     assert props["pass@1 alone"].ok and props["pass@1 with a correct attempt / alone"].value == pytest.approx(2.4)
     assert props["pass@1 with a mismatched solution − alone"].ok  # −0.01: no better than alone
-    assert props["median teacher entropy (nats, T = 1)"].value == pytest.approx(0.125) and props["median teacher entropy (nats, T = 1)"].ok
+    median_h = props["median teacher entropy (nats, T = 1)"]
+    assert median_h.value == pytest.approx(0.125) and not median_h.ok  # issue #23's range is [0.2, 1.0]
+    assert props["its distance from the nearest plateau ln 2..4"].value == pytest.approx(math.log(2) - 0.125)
+    h = sorted([0.05, 0.2, 0.3, 0.1, 0.15, 0.01])
+    assert props["teacher entropy, 25th percentile"].value == pytest.approx(statistics.quantiles(h, n=4, method="inclusive")[0])
+    assert props["teacher entropy, 90th percentile"].value == pytest.approx(0.25)  # between 0.2 and 0.3, halfway
+    # φ(u) = ½(ln(1 + e^u) − ln 2) token by token; mean |φ| here is dominated by u = −6 (|φ| ≈ 0.345)
+    phi_ref = [0.5 * (math.log1p(math.exp(v)) - math.log(2)) for v in u]
+    assert props["mean |φ(u)| per token"].value == pytest.approx(sum(map(abs, phi_ref)) / 6) and props["mean |φ(u)| per token"].ok
+    assert props["P(u < −1)"].value == pytest.approx(1 / 6) and props["P(u < −5)"].value == pytest.approx(1 / 6)
     assert props["skewness of u"].value == pytest.approx(skewness(u)) and props["skewness of u"].ok
-    assert props["min u"].ok and props["mean u: deliberation − structural"].ok
+    assert props["min u"].value == -6.0 and props["mean u: deliberation − structural"].ok
     assert not props["mean u − u_control: deliberation − structural"].ok  # +0.1: the control-corrected polarity fails
     assert not regime_properties(pass1 | {"none": 0.1, "correct_attempt": 0.15}, tokens, stats)[0].ok
+    # a teacher on the ln 2 plateau (testbed-v2: median 0.697) is in the entropy range but fails the plateau distance;
+    # a small dose (|u| ≤ 0.05 everywhere) fails mean |φ(u)| and P(u < −1)
+    flat = [{"u": 0.05 * (-1) ** i, "h_teacher": 0.69 + 0.01 * (i % 3), "h_student": 0.7} for i in range(30)]
+    props = {p.name: p for p in regime_properties(pass1, flat, stats)}
+    assert props["median teacher entropy (nats, T = 1)"].ok and not props["its distance from the nearest plateau ln 2..4"].ok
+    assert not props["mean |φ(u)| per token"].ok and not props["P(u < −1)"].ok
     # skewness by hand: a left tail is negative
     assert skewness([0.0, 0.0, 0.0, -3.0]) < 0 < skewness([0.0, 0.0, 0.0, 3.0])

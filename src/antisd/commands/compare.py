@@ -44,6 +44,7 @@ DYNAMICS = (
     ("antisd/teacher_entropy_mean", "teacher entropy"),
     ("antisd/frac_u_neg", "fraction u < 0"),
     ("antisd/lambda_mean", "λ mean (0 while the gate is shut)"),
+    ("antisd/term_ratio", "dose: mean |term| / mean |A_seq|"),
     ("reward/reward", "train reward"),
 )
 
@@ -282,6 +283,25 @@ def runaway(rows: list[dict], after: int = 10, window: int = 5) -> bool:
     return False
 
 
+def collapsed(rows: list[dict], eval_k: int, after: int = 10, window: int = 5) -> bool:
+    """Issue #23's collapse rule, which also sees the last steps (the runaway rule cannot: it needs ``window`` bad
+    steps): the runaway rule; or the run ends on at least 2 consecutive bad steps after ``after``; or its last
+    held-out avg@k is below half its best one (any evaluation, step 0 included)."""
+    if runaway(rows, after=after, window=window):
+        return True
+    train = [r for r in rows if r.get(REWARD) is not None]
+    if train:
+        start, tail = train[0][REWARD], 0
+        for r in reversed(train):
+            if r["step"] <= after or not (r[REWARD] < 0.5 * start or (r.get(TRUNCATION) or 0.0) > 0.5):
+                break
+            tail += 1
+        if tail >= 2:
+            return True
+    evals = sorted((r["step"], r[f"eval/avg@{eval_k}"]) for r in rows if r.get(f"eval/avg@{eval_k}") is not None)
+    return bool(evals) and evals[-1][1] < 0.5 * max(v for _, v in evals)
+
+
 def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int = 10, gated: bool = True) -> dict:
     """One run's mechanism figures: runaway, gate-open fraction after warm-up (None for a variant without a gate),
     response length over the last 10 steps, truncation rate, and the held-out trace statistics (tries, deliberation
@@ -291,11 +311,16 @@ def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int
     trunc = [r[TRUNCATION] for r in rows if r.get(TRUNCATION) is not None]
     evals = [r for r in rows if r.get(f"eval/avg@{eval_k}") is not None]
     last = max(evals, key=lambda r: r["step"]) if evals else {}
+    dose = lambda key: [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]  # noqa: E731
+    ratio, exceeds = dose("antisd/term_ratio"), dose("antisd/term_exceeds_frac")
     return {
         "runaway": runaway(rows, after=runaway_after),
+        "collapse": collapsed(rows, eval_k, after=runaway_after),
         "gate_open": statistics.fmean(gate) if gate else None,
         "length_late": statistics.fmean(late) if late else None,
         "truncation": statistics.fmean(trunc) if trunc else None,
+        "term_ratio": statistics.fmean(ratio) if ratio else None,
+        "term_exceeds": statistics.fmean(exceeds) if exceeds else None,
         "tries": last.get("eval/tries"),
         "deliberation_lines": last.get("eval/deliberation_lines"),
     }
@@ -312,15 +337,33 @@ def mechanisms(cfg: CompareConfig) -> dict[str, dict]:
     for variant, runs in per_run.items():
         if not runs:
             continue
-        row: dict = {"runaway_seeds": sum(m["runaway"] for m in runs.values()), "seeds": len(runs)}
-        for key in ("gate_open", "length_late", "truncation", "tries", "deliberation_lines"):
+        row: dict = {"runaway_seeds": sum(m["runaway"] for m in runs.values()), "collapse_seeds": sum(m["collapse"] for m in runs.values()), "seeds": len(runs)}
+        for key in ("gate_open", "term_ratio", "term_exceeds", "length_late", "truncation", "tries", "deliberation_lines"):
             values = [m[key] for m in runs.values() if m[key] is not None]
             row[key] = statistics.fmean(values) if values else None
             deltas = [m[key] - base[s][key] for s, m in runs.items() if s in base and m[key] is not None and base[s][key] is not None]
             if variant != cfg.baseline and len(deltas) >= 2:
                 row[f"{key}_delta"] = stats.paired_interval(deltas)
         out[variant] = row
+    _collapse_tests(out, cfg.baseline)
     return out
+
+
+def _collapse_tests(rows: dict[str, dict], baseline: str) -> None:
+    """Each variant's collapse rate against the baseline's: Newcombe's 95% interval of the difference and Fisher's
+    two-sided exact p, Holm-adjusted over the variants (issue #23's pre-registered test for rates)."""
+    base = rows.get(baseline)
+    if base is None:
+        return
+    p_values = {}
+    for variant, row in rows.items():
+        if variant == baseline:
+            continue
+        args = (row["collapse_seeds"], row["seeds"], base["collapse_seeds"], base["seeds"])
+        row["collapse_delta"] = stats.rate_difference_interval(*args)
+        p_values[variant] = row["collapse_delta"]["p"] = stats.fisher_exact(*args)
+    for variant, p in stats.holm(p_values).items():
+        rows[variant]["collapse_delta"]["p_holm"] = p
 
 
 def _gated(variant: str) -> bool:
@@ -333,6 +376,18 @@ def _fmt(x, pct: bool = True) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{100 * x:.1f}" if pct else f"{x}"
+
+
+def _rate_delta(d: dict | None) -> str:
+    return "–" if d is None else f"{100 * d['difference']:+.0f} [{100 * d['low']:+.0f}, {100 * d['high']:+.0f}]"
+
+
+def _pct(x) -> str:
+    """A small share in percent with two significant digits (the dose is often well under 1%)."""
+    if x is None:
+        return "–"
+    pct = 100 * x
+    return f"{pct:.0f}" if pct >= 10 else f"{pct:.1f}" if pct >= 1 else f"{pct:.2g}"
 
 
 def _num(x, digits: int) -> str:
@@ -373,15 +428,20 @@ def write_report(cfg: CompareConfig) -> Path:
     lines += [
         "",
         f"Mechanisms (descriptive; Δ paired by seed with an unadjusted 95% t-interval): runaway = after step {cfg.runaway_after}, 5 consecutive steps "
-        "with train reward below half its first value or truncation above 50%; gate open = mean `antisd/gate_on` after warm-up; "
+        "with train reward below half its first value or truncation above 50%; collapse = runaway, or the run ends on ≥ 2 such steps, or its last "
+        "held-out score is below half its best (the collapse rate against the baseline: Newcombe 95% interval, Fisher's exact two-sided p, "
+        "Holm-adjusted over the variants); gate open = mean `antisd/gate_on` after warm-up; "
+        "dose = mean over steps of `antisd/term_ratio` (mean |term| / mean |A_seq| over response tokens, 0 on steps with the gate shut), "
+        "with the share of tokens where the term exceeds |A_seq|; "
         f"length = mean response tokens over the last 10 steps; tries and deliberation lines per held-out response at the last evaluation.",
         "",
-        f"| variant | runaway seeds | gate open | length | Δ length vs {cfg.baseline} | tries | Δ tries | deliberation lines | truncation |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| variant | runaway seeds | collapse seeds | Δ collapse rate vs {cfg.baseline} (pp) | p (Fisher, Holm) | gate open | dose (%) | term > A_seq (%) | length | Δ length vs {cfg.baseline} | tries | Δ tries | deliberation lines | truncation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, m in mech.items():
         lines.append(
-            f"| {variant} | {m['runaway_seeds']}/{m['seeds']} | {_num(m['gate_open'], 2)} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
+            f"| {variant} | {m['runaway_seeds']}/{m['seeds']} | {m['collapse_seeds']}/{m['seeds']} | {_rate_delta(m.get('collapse_delta'))} "
+            f"| {_num((m.get('collapse_delta') or {}).get('p_holm'), 3)} | {_num(m['gate_open'], 2)} | {_pct(m['term_ratio'])} | {_pct(m['term_exceeds'])} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
             f"| {_num(m['tries'], 2)} | {_delta(m.get('tries_delta'), 2)} | {_num(m['deliberation_lines'], 2)} | {_num(m['truncation'], 3)} |"
         )
     lines += ["", f"![curves and dynamics]({png.name})", ""]

@@ -4,7 +4,7 @@ Imports only torch and the standard library; nothing above it in the package is 
 (see docs/architecture.md). Shapes are suffixed: B sequences, T response tokens, V vocabulary, G group size.
 """
 
-from antisd.core.advantages import COMPOSERS, compose_additive, compose_multiplicative, group_advantages
+from antisd.core.advantages import COMPOSERS, compose_additive, compose_multiplicative, group_advantages, term_dose_sums
 from antisd.core.gate import SchmittGate
 from antisd.core.logprobs import logp_entropy_from_hidden, logp_entropy_from_logits
 from antisd.core.masked import masked_mean, masked_median, masked_std, masked_sum
@@ -42,6 +42,7 @@ __all__ = [
     "sequence_ppl",
     "sequence_zscore",
     "teacher_ppl_lambda",
+    "term_dose_sums",
     "token_pmi",
     "zero_outliers",
 ]

@@ -56,4 +56,25 @@ def compose_multiplicative(adv_B: torch.Tensor, signal_BT: torch.Tensor, lam_B: 
     return torch.where(mask_BT.bool(), base_BT * (1.0 + lam_B.float()[:, None] * signal_BT.float()), base_BT)
 
 
+def term_dose_sums(seq_adv_B: torch.Tensor, adv_BT: torch.Tensor, mask_BT: torch.Tensor) -> list[float]:
+    """The sums behind the dose meter (issue #23): how large the per-token term is next to the GRPO signal.
+
+    The term is whatever the composition added to A_seq, A_{i,t} − A_i (λ_i·δ_{i,t} in the additive form), so the
+    meter reads the same for any composer, shaping or λ mode. Float64 sums, so that a caller can reduce them
+    across processes before dividing.
+
+    Args:
+        seq_adv_B: [B] sequence advantages A_i.
+        adv_BT: [B, T] composed advantages.
+        mask_BT: [B, T] the tokens to measure over.
+    Returns:
+        [Σ|A_{i,t} − A_i|, Σ|A_i|, #tokens with |A_{i,t} − A_i| > |A_i|, #tokens], each over the masked tokens.
+    """
+    m = mask_BT.bool()
+    seq_BT = seq_adv_B.float().double()[:, None]  # A_seq as the composers saw it (float32)
+    seq_BT = seq_BT.expand(adv_BT.shape)
+    term, base = (adv_BT.double() - seq_BT)[m].abs(), seq_BT[m].abs()
+    return [term.sum().item(), base.sum().item(), float((term > base).sum().item()), float(m.sum().item())]
+
+
 COMPOSERS = {"additive": compose_additive, "multiplicative": compose_multiplicative}

@@ -13,6 +13,10 @@ opens. The release re-derives the warm value from the floored τ (m' = τ_down/d
 ``lag=0`` (paper) applies the decision to the step whose statistic triggered it; ``lag=1`` (release) applies it
 from the next step on, since the released code decides at step boundaries from the previous step's average.
 A non-finite statistic is ignored (no transition) and counted in ``skipped``.
+
+``pool_steps`` > 1 (not in the paper; issue #23) decides on the mean of the last ``pool_steps`` finite statistics
+after warm-up instead of this step's alone: a gate that sees a single noisy batch can flicker shut on one low
+value; a pooled statistic trades that for a delay of about pool_steps/2 steps. Warm-up is unchanged.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ class SchmittGate:
         min_threshold: float | None = None,
         lag: int = 0,
         rearm_from_floor: bool = False,
+        pool_steps: int = 1,
     ):
         if lag not in (0, 1):
             raise ValueError(f"lag must be 0 or 1, got {lag}")
+        if pool_steps < 1:
+            raise ValueError(f"pool_steps must be ≥ 1, got {pool_steps}")
         if up_ratio < down_ratio:
             raise ValueError(f"up_ratio ({up_ratio}) below down_ratio ({down_ratio}) gives no hysteresis band")
         self.warmup_steps = warmup_steps
@@ -41,6 +48,8 @@ class SchmittGate:
         self.min_threshold = min_threshold
         self.lag = lag
         self.rearm_from_floor = rearm_from_floor
+        self.pool_steps = pool_steps
+        self.recent: list[float] = []  # the last pool_steps finite statistics after warm-up
         self.steps = 0
         self.warm_values: list[float] = []
         self.warm: float | None = None
@@ -97,6 +106,8 @@ class SchmittGate:
         if not math.isfinite(stat):
             self.skipped += 1
             return
+        self.recent = (self.recent + [float(stat)])[-self.pool_steps :]
+        stat = statistics.fmean(self.recent)
         if self.active and stat < self.tau_down:
             self.active = False
             self.transitions += 1
@@ -106,14 +117,14 @@ class SchmittGate:
 
     def recalibrate(self) -> None:
         """Forget the warm value and warm up again (the paper's continual-training protocol, §7.6)."""
-        self.warm_values, self.warm, self.active = [], None, False
+        self.warm_values, self.warm, self.active, self.recent = [], None, False, []
 
     def state_dict(self) -> dict:
-        keys = ("warmup_steps", "down_ratio", "up_ratio", "min_threshold", "lag", "rearm_from_floor", "steps", "warm", "active", "transitions", "skipped")
-        return {k: getattr(self, k) for k in keys} | {"warm_values": list(self.warm_values)}
+        keys = ("warmup_steps", "down_ratio", "up_ratio", "min_threshold", "lag", "rearm_from_floor", "pool_steps", "steps", "warm", "active", "transitions", "skipped")
+        return {k: getattr(self, k) for k in keys} | {"warm_values": list(self.warm_values), "recent": list(self.recent)}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
             if not hasattr(self, key):
                 raise KeyError(f"Unknown gate state field {key!r}")
-            setattr(self, key, list(value) if key == "warm_values" else value)
+            setattr(self, key, list(value) if key in ("warm_values", "recent") else value)

@@ -6,6 +6,9 @@ and the number of seeds a target precision needs.
 - :func:`paired_interval`: mean paired difference with a t-interval at a Bonferroni-corrected level, and the
   two-sided p-value of the paired t-test.
 - :func:`holm`: Holm's step-down adjustment of p-values (controls the family-wise error rate).
+- :func:`fisher_exact`: Fisher's exact test on two rates (e.g. runaway seeds of a variant against the baseline's).
+- :func:`wilson_interval`, :func:`rate_difference_interval`: score interval of a rate, and Newcombe's hybrid score
+  interval of a difference of two independent rates (the interval reported beside Fisher's p).
 - :func:`seeds_for_halfwidth`: seeds needed so the paired interval's half-width is at most a target, from the
   seed-to-seed standard deviation of a pilot (the paired SD taken as √2 × the pilot SD: no credit for the
   correlation between variants of the same seed, which the pilot cannot measure).
@@ -109,3 +112,57 @@ def seeds_for_halfwidth(pilot: Sequence[float], halfwidth: float, comparisons: i
         if n > 100_000:
             raise ValueError(f"a half-width of {halfwidth} needs more than 100000 seeds at pilot SD {statistics.stdev(pilot):.4g}")
     return {"seeds": max(n, minimum), "needed": n, "pilot_sd": statistics.stdev(pilot), "paired_sd": sd_paired, "pilot_seeds": len(pilot)}
+
+
+def _hypergeom_pmf(k: int, events: int, n1: int, n2: int) -> float:
+    """P(X = k): k of the ``events`` fall in the first group (size n1) when they are spread over n1 + n2 at random."""
+    return math.comb(n1, k) * math.comb(n2, events - k) / math.comb(n1 + n2, events)
+
+
+def fisher_exact(a: int, n1: int, b: int, n2: int, alternative: str = "two-sided") -> float:
+    """Fisher's exact p-value for ``a`` events in ``n1`` trials against ``b`` in ``n2`` (margins fixed).
+
+    ``alternative``: 'greater' (the first rate is higher: P(X ≥ a)), 'less' (P(X ≤ a)) or 'two-sided' (the sum of
+    the probabilities of the tables no more likely than the observed one, as R and SciPy define it)."""
+    if not (0 <= a <= n1 and 0 <= b <= n2) or n1 < 1 or n2 < 1:
+        raise ValueError(f"counts must satisfy 0 ≤ a ≤ n1, 0 ≤ b ≤ n2 with n1, n2 ≥ 1; got a={a}, n1={n1}, b={b}, n2={n2}")
+    events = a + b
+    support = range(max(0, events - n2), min(n1, events) + 1)
+    pmf = {k: _hypergeom_pmf(k, events, n1, n2) for k in support}
+    if alternative == "greater":
+        return min(1.0, sum(p for k, p in pmf.items() if k >= a))
+    if alternative == "less":
+        return min(1.0, sum(p for k, p in pmf.items() if k <= a))
+    if alternative != "two-sided":
+        raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
+    return min(1.0, sum(p for p in pmf.values() if p <= pmf[a] * (1 + 1e-7)))
+
+
+def _z(level: float) -> float:
+    """Standard normal quantile 1 − (1 − level)/2, by bisection on erf (stdlib only)."""
+    target, lo, hi = 1.0 - (1.0 - level) / 2.0, 0.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < target else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def wilson_interval(events: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of the rate events/n (stays inside [0, 1] and is not degenerate at 0 or n events)."""
+    if n < 1 or not 0 <= events <= n:
+        raise ValueError(f"need 0 ≤ events ≤ n and n ≥ 1, got events={events}, n={n}")
+    z, p = _z(level), events / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_difference_interval(a: int, n1: int, b: int, n2: int, level: float = 0.95) -> dict:
+    """a/n1 − b/n2 with Newcombe's hybrid score interval (his method 10: Wilson limits of each rate combined)."""
+    p1, p2 = a / n1, b / n2
+    l1, u1 = wilson_interval(a, n1, level)
+    l2, u2 = wilson_interval(b, n2, level)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return {"difference": d, "low": low, "high": high, "level": level}

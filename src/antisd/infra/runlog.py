@@ -95,7 +95,7 @@ class ProgressBar(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "reward" in logs:
             value = lambda key, default=float("nan"): _number(logs.get(key, default))  # noqa: E731 — None (no rewards, NaN λ) shows as nan
-            desc = f"reward {value('reward'):.3f}  u<0 {value('antisd/frac_u_neg'):.2f}  λ {value('antisd/lambda_mean', 0):.3f}  gate {_bar_gate(self.settings, logs)}"
+            desc = f"reward {value('reward'):.3f}  u<0 {value('antisd/frac_u_neg'):.2f}  λ {value('antisd/lambda_mean', 0):.3f}  dose {100 * value('antisd/term_ratio', 0):.2f}%  gate {_bar_gate(self.settings, logs)}"
             self.progress.update(self.task, completed=state.global_step, description=desc)
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -136,6 +136,7 @@ PLOT_KEYS = (
     "antisd/frac_u_neg",
     "antisd/u_mean",
     "antisd/lambda_mean",
+    "antisd/term_ratio",
     "antisd/gate_on",
     "antisd/teacher_entropy_mean",
     "train/entropy",

@@ -73,6 +73,8 @@ class AntiSDSettings:
     """Release: when the floor binds, the re-arm level is (floor/down_ratio)·up_ratio instead of up_ratio·m."""
     gate_lag: int = 0
     """0: decide on this step's statistic (paper); 1: on the previous step's (release)."""
+    gate_pool_steps: int = 1
+    """After warm-up, decide on the mean of the last this-many steps' statistics (1: this step's alone, as the paper and the release do; not in the paper, issue #23)."""
     warmup_statistic: str = "step_mean"
     """How the warm PPL value m is taken: 'step_mean' (one value a step over sequences with PPL ≤ spike, median) or 'release_microbatch' (per-micro-batch means over all sequences, means ≥ spike dropped, upper median)."""
     outlier_k: float = 2.0
@@ -145,6 +147,8 @@ class AntiSDSettings:
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.gate_pool_steps < 1:
+            raise ValueError(f"{PREFIX}gate_pool_steps must be ≥ 1, got {self.gate_pool_steps}")
         if self.gate_lag not in (0, 1):
             raise ValueError(f"{PREFIX}gate_lag must be 0 or 1, got {self.gate_lag}")
         if self.gate and self.gate_up_ratio < self.gate_down_ratio:

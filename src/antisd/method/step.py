@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from antisd.core import COMPOSERS, SchmittGate, SigmaRef, get_signal, sequence_ppl, token_pmi
+from antisd.core import COMPOSERS, SchmittGate, SigmaRef, get_signal, sequence_ppl, term_dose_sums, token_pmi
 from antisd.method import modes
 from antisd.method.reducer import LOCAL, LocalReducer, Reducer, global_token_std  # noqa: F401 (re-exported)
 from antisd.method.settings import AntiSDSettings
@@ -96,6 +96,7 @@ class AntiSDStep:
             min_threshold=s.gate_min_threshold if s.gate else None,
             lag=s.gate_lag,
             rearm_from_floor=s.gate_rearm_from_floor and s.gate,
+            pool_steps=s.gate_pool_steps,
         )
         self.sigma_ref = SigmaRef(warmup_steps=max(warmup, 1))
         # τ is a teacher-perplexity threshold, so its warm value m is calibrated on teacher PPL whatever the gate
@@ -186,7 +187,7 @@ class AntiSDStep:
         )  # fmt: skip
         adv_BT = self.compose_fn(seq_adv_B, signal_BT, lam_B, mask_BT)
         out = StepOutput(advantages_BT=adv_BT, u_BT=u_BT, signal_BT=signal_BT, signal_mask_BT=mask_BT, lam_B=lam_B, gate_on=False, statistic=math.nan)
-        out.metrics = self._token_metrics(out, student_logp_BT, term_mask_BT, reducer)
+        out.metrics = self._token_metrics(out, seq_adv_B, student_logp_BT, term_mask_BT, reducer)
         return out
 
     def gate_statistic(self, teacher_ent_BT, teacher_ppl_B, student_ppl_B, mask_BT, reducer: Reducer) -> float:
@@ -262,7 +263,7 @@ class AntiSDStep:
             metrics["antisd/warm_teacher_ppl"] = self.ppl_warm
         return metrics
 
-    def _token_metrics(self, out: StepOutput, student_logp_BT, term_mask_BT, reducer: Reducer) -> dict[str, float]:
+    def _token_metrics(self, out: StepOutput, seq_adv_B, student_logp_BT, term_mask_BT, reducer: Reducer) -> dict[str, float]:
         m = out.signal_mask_BT
         u, sig = out.u_BT[m].double(), out.signal_BT[m].double()
         neg, pos = u < 0, u > 0
@@ -270,21 +271,29 @@ class AntiSDStep:
         sums = reducer.sum([
             m.sum().item(), u.sum().item(), u.square().sum().item(), neg.sum().item(), (u < -5).sum().item(),
             sig[neg].sum().item(), pos.sum().item(), sig[pos].sum().item(), student_ppl_B.double().sum().item(), float(m.shape[0]),
-            float((term_mask_BT.bool() & ~torch.isfinite(student_logp_BT)).sum().item()),
+            float((term_mask_BT.bool() & ~torch.isfinite(student_logp_BT)).sum().item()), (u < -1).sum().item(),
+            *term_dose_sums(seq_adv_B, out.advantages_BT, m),
         ])  # fmt: skip
-        n, su, suu, nneg, ntail, sneg, npos, spos, ssppl, nseq, nonfin_s = sums
+        n, su, suu, nneg, ntail, sneg, npos, spos, ssppl, nseq, nonfin_s, nbelow1, sterm, sseq, nexceed, _ = sums
         local_min = u.min() if u.numel() else torch.tensor(math.inf, dtype=torch.float64, device=u.device)
         u_min = reducer.gather(local_min.reshape(1)).min().item()
         return {
             "antisd/u_mean": su / max(n, 1),
             "antisd/u_std": math.sqrt(max(suu / max(n, 1) - (su / max(n, 1)) ** 2, 0.0)),
             "antisd/frac_u_neg": nneg / max(n, 1),
+            "antisd/frac_u_below_-1": nbelow1 / max(n, 1),
             "antisd/frac_u_below_-5": ntail / max(n, 1),
             "antisd/u_min": u_min if math.isfinite(u_min) else float("nan"),
             "antisd/signal_mean_u_neg": sneg / max(nneg, 1),
             "antisd/signal_mean_u_pos": spos / max(npos, 1),
             "antisd/student_ppl_mean": ssppl / max(nseq, 1),
             "antisd/nonfinite_student_tokens": nonfin_s,
+            # The dose meter (issue #23): the term's size next to the GRPO signal on the same tokens (Eq. 2's λ_i·δ
+            # against A_i); NaN when no token carries a sequence advantage (every group uniform).
+            "antisd/term_ratio": sterm / sseq if sseq > 0 else float("nan"),
+            "antisd/term_abs_mean": sterm / max(n, 1),
+            "antisd/seq_adv_abs_mean": sseq / max(n, 1),
+            "antisd/term_exceeds_frac": nexceed / max(n, 1),
         }
 
     # --- state --------------------------------------------------------------------------------------------------
@@ -296,7 +305,7 @@ class AntiSDStep:
     def load_state_dict(self, state: dict) -> None:
         # Only the gate's state comes from the checkpoint; its hyper-parameters (ratios, floor, lag, warm-up length)
         # stay those of the settings, so a change the run asked for (with recalibration) is applied, not dropped.
-        kept = ("steps", "warm_values", "warm", "active", "transitions", "skipped")
+        kept = ("steps", "warm_values", "warm", "active", "transitions", "skipped", "recent")
         self.gate.load_state_dict({k: v for k, v in state["gate"].items() if k in kept})
         self.sigma_ref.load_state_dict(state["sigma_ref"])
         ppl = state.get("ppl") or {"warm_values": [], "microbatch_values": [], "warm": None}

@@ -150,16 +150,25 @@ EQUALS = ("=", "is", "gives", "makes")
 CONFIDENT_OPENERS = ("clearly", "it must be", "surely")  # a solver that knows the answer does not hedge
 
 
-def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None, openers: tuple[str, ...] = OPENERS) -> str:
-    """One try; with ``rng`` the opener (from ``openers``) and the verdict are drawn from the varied wordings."""
+def word(rng: random.Random, options: tuple[str, ...], skew: float = 0.0) -> str:
+    """One of ``options``: uniformly (skew 0: v1, v2), or with Zipf weights ∝ rank^−skew (testbed-v3, issue #23: a
+    uniform choice among k wordings makes the entropy at that position exactly ln k, a plateau no real text has)."""
+    if skew == 0.0:
+        return rng.choice(options)
+    return rng.choices(options, weights=[(rank + 1) ** -skew for rank in range(len(options))])[0]
+
+
+def try_line(expr: Expr, problem: Problem, rng: random.Random | None = None, openers: tuple[str, ...] = OPENERS, skew: float = 0.0) -> str:
+    """One try; with ``rng`` the opener (from ``openers``), the verbs and the verdict are drawn from the varied
+    wordings (:func:`word` with ``skew``)."""
     a, o1, b, o2, c = expr
     first = OPS[o1](a, b)
     value = OPS[o2](first, c)
     hit = value == problem.target
     if rng is None:
         return f"try {a} {o1} {b} = {first} {o2} {c} = {value} {'yes' if hit else 'no'}"
-    verdict = rng.choice(YES_WORDS if hit else NO_WORDS)
-    return f"{rng.choice(openers)} {a} {o1} {b} {rng.choice(EQUALS)} {first} {o2} {c} {rng.choice(EQUALS)} {value} {verdict}"
+    verdict = word(rng, YES_WORDS if hit else NO_WORDS, skew)
+    return f"{word(rng, openers, skew)} {a} {o1} {b} {word(rng, EQUALS, skew)} {first} {o2} {c} {word(rng, EQUALS, skew)} {value} {verdict}"
 
 
 _TRY_RE = re.compile(r"\d+\s*[-+*]\s*\d+")
@@ -173,11 +182,13 @@ def trace_stats(text: str) -> dict[str, float]:
     return {"tries": float(tries), "deliberation_lines": float(sum(line in DELIBERATION_LINES for line in lines))}
 
 
-def deliberation_line(rng: random.Random, varied: bool) -> str:
-    return rng.choice(DELIBERATION_LINES) if varied else "wait"
+def deliberation_line(rng: random.Random, varied: bool, skew: float = 0.0) -> str:
+    return word(rng, DELIBERATION_LINES, skew) if varied else "wait"
 
 
-def search_trace(problem: Problem, rng: random.Random, max_tries: int = 4, p_wait: float = 0.3, avoid: Expr | None = None, varied: bool = False) -> tuple[str, bool]:
+def search_trace(
+    problem: Problem, rng: random.Random, max_tries: int = 4, p_wait: float = 0.3, avoid: Expr | None = None, varied: bool = False, skew: float = 0.0,
+) -> tuple[str, bool]:
     """A synthetic search: random tries without replacement, a deliberation line before later tries with ``p_wait``
     (``wait``, or with ``varied`` one of several phrases, and varied try wording).
 
@@ -189,8 +200,8 @@ def search_trace(problem: Problem, rng: random.Random, max_tries: int = 4, p_wai
     chosen = pool[0]
     for k, expr in enumerate(pool[:max_tries]):
         if k and rng.random() < p_wait:
-            lines.append(deliberation_line(rng, varied))
-        lines.append(try_line(expr, problem, rng if varied else None))
+            lines.append(deliberation_line(rng, varied, skew))
+        lines.append(try_line(expr, problem, rng if varied else None, skew=skew))
         chosen = expr
         if evaluate(expr) == problem.target:
             break

@@ -85,12 +85,20 @@ class BuildConfig:
     """'varied' only: a teacher response's try of the *known* solution opens with a confident phrase
     (``clearly``, ``it must be``, ``surely``) instead of a hedging one (``maybe``, ``let me try``, ...): a solver that
     knows the answer does not hedge. False: every try hedges (v1, v2a-d)."""
+    p_confident: float = 1.0
+    """With ``confident``: the probability that a try of the known solution opens confidently (v2: 1, always). Below 1,
+    what the teacher knows no longer shows in the opener alone but also in the numbers it writes after a hedge
+    (issue #23: on v2 the whole PMI of a try sat on its first token)."""
+    wording_skew: float = 0.0
+    """'varied' only: Zipf skew of every wording choice, weights ∝ rank^−skew (0: uniform, v2; a uniform choice among
+    k wordings puts the entropy at exactly ln k, the plateau v2's median teacher entropy sat on)."""
 
     def __post_init__(self):
         from antisd.infra import configio
         configio.check_at_least(self, {"steps": 1, "batch_size": 1, "max_tries": 1, "num_layers": 1, "num_threads": 1, "vocab_size": 300})
         configio.check_positive(self, ("lr",))
-        configio.check_between(self, {name: (0.0, 1.0) for name in ("p_context", "p_recheck", "p_hint_search", "p_hint", "p_hint_wait", "p_mismatch", "p_fooled")})
+        configio.check_between(self, {name: (0.0, 1.0) for name in ("p_context", "p_recheck", "p_hint_search", "p_hint", "p_hint_wait", "p_mismatch", "p_fooled", "p_confident")})
+        configio.check_between(self, {"wording_skew": (0.0, 4.0)})
         configio.check_choice(self, {"style": ("plain", "varied")})
         configio.check_seed(self)
         configio.check_nonempty(self, ("out",))
@@ -104,37 +112,39 @@ def _messages(user_text: str) -> list[dict]:
 
 def make_example(
     problem: cd.Problem, rng: random.Random, p_context: float, templates: ContextTemplates, max_tries: int = 6, varied: bool = False, p_recheck: float = 0.0,
-    hint: tuple[float, float, float] | None = None, mismatch: tuple[float, float, list[cd.Problem]] | None = None, confident: bool = False,
+    hint: tuple[float, float, float] | None = None, mismatch: tuple[float, float, list[cd.Problem]] | None = None, confident: float = 0.0,
+    skew: float = 0.0,
 ) -> tuple[list[dict], str]:
     """One (prompt messages, response) pair: a plain search, or one of the teacher-prompt formats.
 
     ``hint`` = (share of hinted searches, p_hint, p_hint_wait); ``mismatch`` = (share, fooled share, pool of other
-    problems); ``confident``: tries of the known solution open with a confident phrase."""
-    known = cd.CONFIDENT_OPENERS if confident else cd.OPENERS
-    search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid, varied=varied)  # noqa: E731
+    problems); ``confident``: the probability that a try of the known solution opens with a confident phrase (v2:
+    1, always; v1: 0); ``skew``: Zipf skew of the wording choices (:func:`antisd.tasks.countdown.word`)."""
+    known = lambda: _known_openers(rng, confident)  # noqa: E731
+    search = lambda avoid=None: cd.search_trace(problem, rng, max_tries=rng.randint(1, max_tries), avoid=avoid, varied=varied, skew=skew)  # noqa: E731
     if rng.random() >= p_context:
         return _messages(problem.prompt), search()[0]
     if mismatch is not None and rng.random() < mismatch[0]:  # another problem's solution: mostly ignore it, search
         other = rng.choice([q for q in rng.sample(mismatch[2], 4) if sorted(q.numbers) != sorted(problem.numbers)] or mismatch[2][:1])
         osol = rng.choice(cd.solutions(other))
-        user = teacher_user_text(problem.prompt, _solved_trace(other, osol, rng, varied), rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
+        user = teacher_user_text(problem.prompt, _solved_trace(other, osol, rng, varied, skew), rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         if rng.random() < mismatch[1]:  # fooled: copies the irrelevant solution as if it were this problem's
-            return _messages(user), f"{cd.try_line(osol, other, rng, known)}\nanswer: {cd.format_expr(osol)}"
+            return _messages(user), f"{cd.try_line(osol, other, rng, known(), skew)}\nanswer: {cd.format_expr(osol)}"
         return _messages(user), search()[0]
     kind = rng.random()
     if kind < 0.6:  # a correct previous attempt: copy its solution in one try (or, varied, re-check first)
         sol = rng.choice(cd.solutions(problem))
-        demonstration = _solved_trace(problem, sol, rng, varied)
+        demonstration = _solved_trace(problem, sol, rng, varied, skew)
         user = teacher_user_text(problem.prompt, demonstration, rng.choice([cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]), templates)
         lines = []
         if varied and hint is not None and rng.random() < hint[0]:
-            return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1], hint[2], known)
+            return _messages(user), _hinted_search(problem, sol, rng, max_tries, hint[1], hint[2], confident, skew)
         if varied and rng.random() < p_recheck:
             wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
             for expr in rng.sample(wrong, min(len(wrong), rng.randint(1, 2))):
-                lines += [cd.deliberation_line(rng, True)] if lines and rng.random() < 0.5 else []
-                lines.append(cd.try_line(expr, problem, rng))
-        lines.append(cd.try_line(sol, problem, rng, known) if varied else cd.try_line(sol, problem))
+                lines += [cd.deliberation_line(rng, True, skew)] if lines and rng.random() < 0.5 else []
+                lines.append(cd.try_line(expr, problem, rng, skew=skew))
+        lines.append(cd.try_line(sol, problem, rng, known(), skew) if varied else cd.try_line(sol, problem))
         return _messages(user), "\n".join(lines) + f"\nanswer: {cd.format_expr(sol)}"
     if kind < 0.8:  # an incorrect previous attempt: search again, avoiding its answer
         demonstration, solved = search()
@@ -147,8 +157,15 @@ def make_example(
     return _messages(user), search()[0]
 
 
+def _known_openers(rng: random.Random, confident: float) -> tuple[str, ...]:
+    """The openers of a try of the known solution: confident with probability ``confident`` (no random draw at 0 or
+    1, so the v1 and v2 recipes draw exactly what they drew before the knob existed)."""
+    sure = confident >= 1.0 or (confident > 0.0 and rng.random() < confident)
+    return cd.CONFIDENT_OPENERS if sure else cd.OPENERS
+
+
 def _hinted_search(
-    problem: cd.Problem, solution: cd.Expr, rng: random.Random, max_tries: int, p_hint: float, p_wait: float = 0.3, known: tuple[str, ...] = cd.OPENERS,
+    problem: cd.Problem, solution: cd.Expr, rng: random.Random, max_tries: int, p_hint: float, p_wait: float = 0.3, confident: float = 0.0, skew: float = 0.0,
 ) -> str:
     """The student's search with a hint: the same give-up process (1..max_tries tries), each try the known solution
     with probability ``p_hint`` (else an untried wrong candidate); it stops at the first hit. A teacher trained on
@@ -159,23 +176,23 @@ def _hinted_search(
     for k in range(rng.randint(1, max_tries)):
         expr = solution if rng.random() < p_hint or k >= len(wrong) else wrong[k]
         if k and rng.random() < p_wait:
-            lines.append(cd.deliberation_line(rng, True))
-        lines.append(cd.try_line(expr, problem, rng, known if expr == solution else cd.OPENERS))
+            lines.append(cd.deliberation_line(rng, True, skew))
+        lines.append(cd.try_line(expr, problem, rng, _known_openers(rng, confident) if expr == solution else cd.OPENERS, skew))
         chosen = expr
         if expr == solution:
             break
     return "\n".join(lines) + f"\nanswer: {cd.format_expr(chosen)}"
 
 
-def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random, varied: bool = False) -> str:
+def _solved_trace(problem: cd.Problem, solution: cd.Expr, rng: random.Random, varied: bool = False, skew: float = 0.0) -> str:
     """A search trace that ends on ``solution`` (what a correct sibling rollout looks like)."""
     wrong = [e for e in cd.candidates(problem.numbers) if cd.evaluate(e) != problem.target]
     rng.shuffle(wrong)
     lines = []
     for expr in wrong[: rng.randint(0, 3)]:
-        lines += [cd.deliberation_line(rng, varied)] if lines and rng.random() < 0.3 else []
-        lines.append(cd.try_line(expr, problem, rng if varied else None))
-    lines.append(cd.try_line(solution, problem, rng if varied else None))
+        lines += [cd.deliberation_line(rng, varied, skew)] if lines and rng.random() < 0.3 else []
+        lines.append(cd.try_line(expr, problem, rng if varied else None, skew=skew))
+    lines.append(cd.try_line(solution, problem, rng if varied else None, skew=skew))
     lines.append(f"answer: {cd.format_expr(solution)}")
     return "\n".join(lines)
 
@@ -248,7 +265,9 @@ def main(cfg: BuildConfig) -> Path:
     hint = (cfg.p_hint_search, cfg.p_hint, cfg.p_hint_wait) if varied and cfg.p_hint_search > 0 else None
     problems = cd.generate(4000, seed=cfg.seed, split="train")
     mismatch = (cfg.p_mismatch, cfg.p_fooled, problems) if varied and cfg.p_mismatch > 0 else None
-    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck, hint, mismatch, varied and cfg.confident)  # noqa: E731
+    confident = cfg.p_confident if varied and cfg.confident else 0.0
+    skew = cfg.wording_skew if varied else 0.0
+    example = lambda p: make_example(p, rng, cfg.p_context, templates, cfg.max_tries, varied, p_recheck, hint, mismatch, confident, skew)  # noqa: E731
     corpus = [example(p) for p in problems[:1500]]
     tok_texts = [m[0]["content"] + "\n" + r for m, r in corpus] + [cd.CORRECT_FEEDBACK, cd.INCORRECT_FEEDBACK]
     tokenizer = build_tokenizer(tok_texts, cfg.vocab_size)

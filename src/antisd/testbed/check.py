@@ -8,8 +8,10 @@ Four conditions on the same held-out problems, k samples each (T = 0.7, top-p 0.
   information). A model that uses the context solves far more under ``correct_attempt`` than under the other two.
 
 Then the PMI diagnostic (``antisd pmi``, training temperature 1.0) on the model's own rollouts gives the token-level
-properties: median teacher and student entropy, the skew and negative tail of u, and deliberation against
-structural tokens on u and on u − u_control. Each property is printed with the range the issue sets and whether
+properties, on distributions rather than extremes (issue #23): the teacher entropy's quantiles and the median's
+distance from a plateau (ln 2: a binary coin flip), the dose the term gets per token (mean |φ(u)|), the negative
+tail as shares (P(u < −1), P(u < −5)), the skew of u, and deliberation against structural tokens on u and on
+u − u_control. Each property is printed with the range the issue sets and whether
 the model is inside it (:func:`regime_properties`).
 """
 
@@ -75,7 +77,8 @@ class Property:
 
     def line(self) -> str:
         rng = f"[{'-∞' if self.low is None else f'{self.low:g}'}, {'+∞' if self.high is None else f'{self.high:g}'}]"
-        return f"{self.name:46s} {self.value:9.4f}  {rng:16s} {'ok' if self.ok else 'OUT'}"
+        verdict = "–" if self.low is None and self.high is None else "ok" if self.ok else "OUT"  # no range: reported only
+        return f"{self.name:46s} {self.value:9.4f}  {rng:16s} {verdict}"
 
 
 def skewness(values: list[float]) -> float:
@@ -86,21 +89,47 @@ def skewness(values: list[float]) -> float:
     return m3 / m2**1.5 if m2 > 0 else float("nan")
 
 
+PLATEAUS = {f"ln {k}": math.log(k) for k in (2, 3, 4)}
+"""Entropies of a uniform choice among 2-4 options: a median teacher entropy sitting on one of them (v2: 0.697 ≈ ln 2)
+means most positions are a coin flip between equals, not a graded distribution (issue #23)."""
+
+
+def phi(u: float) -> float:
+    """The AntiSD signal's φ(u) = ½(softplus(u) − ln 2) (paper Eq. 5), numerically stable for large |u|."""
+    softplus = max(u, 0.0) + math.log1p(math.exp(-abs(u)))
+    return 0.5 * (softplus - math.log(2.0))
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The q-quantile with linear interpolation between order statistics (numpy's default)."""
+    xs = sorted(values)
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
+
+
 def regime_properties(pass1: dict[str, float], tokens: list[dict], stats: dict) -> list[Property]:
-    """The properties of issue #12 §1 from the pass@1 conditions, the PMI token records and their category stats."""
+    """The regime properties (issue #12 §1, revised by issue #23 to distributions rather than extremes) from the
+    pass@1 conditions, the PMI token records and their category stats. Ranges: docs/testbed.md."""
     alone = pass1["none"]
     u = [t["u"] for t in tokens]
+    h_teacher = [t["h_teacher"] for t in tokens]
+    median_h = statistics.median(h_teacher)
     cats = stats["categories"]
     gap = lambda key: cats["deliberation"][key]["mean"] - cats["structural"][key]["mean"]  # noqa: E731
     return [
         Property("pass@1 alone", alone, 0.20, 0.40),
         Property("pass@1 with a correct attempt / alone", pass1["correct_attempt"] / alone if alone else math.inf, 2.0, None),
         Property("pass@1 with a mismatched solution − alone", pass1["mismatched"] - alone, None, 0.0),
-        Property("median teacher entropy (nats, T = 1)", statistics.median(t["h_teacher"] for t in tokens), 0.10, None),
+        Property("median teacher entropy (nats, T = 1)", median_h, 0.20, 1.00),
+        Property("its distance from the nearest plateau ln 2..4", min(abs(median_h - v) for v in PLATEAUS.values()), 0.05, None),
+        *(Property(f"teacher entropy, {int(100 * q)}th percentile", quantile(h_teacher, q), None, None) for q in (0.1, 0.25, 0.75, 0.9)),
         Property("median student entropy (nats, T = 1)", statistics.median(t["h_student"] for t in tokens), None, None),
+        Property("mean |φ(u)| per token", statistics.fmean(abs(phi(v)) for v in u), 0.03, None),
+        Property("P(u < −1)", sum(v < -1 for v in u) / len(u), 0.015, None),
+        Property("P(u < −5)", sum(v < -5 for v in u) / len(u), None, None),
         Property("skewness of u", skewness(u), None, 0.0),
-        Property("min u", min(u), None, -5.0),
-        Property("fraction of tokens with u < −5", sum(v < -5 for v in u) / len(u), None, None),
+        Property("min u", min(u), None, None),
         Property("mean u: deliberation − structural", gap("u"), None, 0.0),
         Property("mean u − u_control: deliberation − structural", gap("u_minus_control"), None, 0.0),
     ]

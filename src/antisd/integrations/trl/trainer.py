@@ -338,7 +338,10 @@ class AntiSDTrainer(GRPOTrainer):
 
     def _log_tokens(self, out, completion_ids: torch.Tensor) -> None:
         for key, value in out.metrics.items():
-            self._metrics["train"][key].append(value)
+            # At loss time a micro-batch may hold only uniform groups (term_ratio undefined, NaN): it is left out of
+            # the step's mean rather than making the whole step NaN.
+            if value == value:
+                self._metrics["train"][key].append(value)
         every = self.args.antisd.log_categories_every
         if every and self.state.global_step % every == 0:
             self._log_categories(completion_ids, out.u_BT, out.signal_mask_BT)
