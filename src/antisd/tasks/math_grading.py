@@ -162,7 +162,7 @@ def _runner() -> BoundedRunner:
     return _LOCAL.runner
 
 
-def _time_left(timeout_s: float) -> float:
+def time_left(timeout_s: float) -> float:
     """This call's timeout: ``timeout_s``, cut to what remains of the thread's grading deadline (if any)."""
     deadline = getattr(_LOCAL, "deadline", None)
     return timeout_s if deadline is None else min(timeout_s, deadline - time.monotonic())
@@ -196,7 +196,7 @@ _GOLD: dict[str, str] = {}  # gold answer → ok / gold_unparseable, parsed once
 def gold_status(gold: str, timeout_s: float = 10.0) -> str:
     """Whether a gold answer can be parsed ('ok', 'gold_unparseable', 'timeout'), cached per gold string."""
     if gold not in _GOLD:
-        left = _time_left(timeout_s)
+        left = time_left(timeout_s)
         try:
             status = _runner().call(_gold_status, gold, timeout_s=left) if left > 0 else "timeout"
         except TimeoutError:
@@ -218,7 +218,7 @@ def math_grade_detail(text: str, gold: str, answer_format: str = "boxed", timeou
     marked = marked_answer(text, answer_format)
     if marked is None or not marked.strip():
         return MathGrade(0.0, INCORRECT, "no_answer")
-    left = _time_left(timeout_s)
+    left = time_left(timeout_s)
     if left <= 0:  # the step's grading deadline has passed
         return MathGrade(0.0, INCORRECT, "timeout")
     try:
