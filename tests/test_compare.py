@@ -158,3 +158,23 @@ def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tm
             train.initial_evaluation(dataclasses.replace(mine, **{field: value}))
     (source / "metrics.jsonl").write_text(json.dumps({"step": 1, "eval/avg@2": 0.3}) + "\n")
     assert train.initial_evaluation(mine) is None  # no step-0 evaluation there yet: this run evaluates itself
+
+
+def test_dose_plan_scales_lambda_from_a_pilot(tmp_path, capsys):
+    """λ for a target dose from a paper-form pilot (the term is ∝ λ): the pilot's dose is the mean term_ratio over
+    the steps with the term on (gate-shut and NaN steps left out), averaged over seeds."""
+    pilot = "no_gate@antisd_lambda_max=1"
+    for seed, ratios in ((0, [0.01, 0.03, float("nan")]), (1, [0.02, 0.04, 0.5])):
+        rows = [{"step": i + 1, "antisd/gate_on": int(i < 2 or seed == 0), "antisd/term_ratio": r} for i, r in enumerate(ratios)]
+        (tmp_path / f"{pilot}-s{seed}").mkdir()
+        (tmp_path / f"{pilot}-s{seed}" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    argv = ["compare", "--variants", f"grpo,{pilot}", "--seeds", "2", "--output_dir", str(tmp_path), "--plan_doses", "0.05,0.2"]
+    assert cli.main(argv) == 0
+    plan = json.loads((tmp_path / "dose_plan.json").read_text())
+    assert plan["dose_pilot"] == pytest.approx((0.02 + 0.03) / 2)  # seed 0: (0.01 + 0.03)/2, seed 1: (0.02 + 0.04)/2
+    assert plan["lambdas"] == pytest.approx({"0.05": 2.0, "0.2": 8.0})
+    assert "dose 5% → λ = 2" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not proportional to λ"):
+        compare.plan_doses(compare.CompareConfig(variants=["grpo", "antisd_release"], seeds=2, output_dir=str(tmp_path), plan_doses=[0.05]))
+    with pytest.raises(ValueError, match="doses > 0"):
+        compare.CompareConfig(variants=["grpo", pilot], plan_doses=[0.0])

@@ -92,11 +92,17 @@ class CompareConfig:
     plan_seeds: bool = False
     """Only plan: from the baseline's finished runs in output_dir (the pilot), print the seeds the comparison of
     ``variants`` needs for ``target_halfwidth`` (Bonferroni over the non-baseline variants), and exit."""
+    plan_doses: list[float] = field(default_factory=list)
+    """Only plan λ (issue #23): from the finished runs in output_dir of the first non-baseline variant (a pilot of a
+    paper-form, constant-λ variant, whose term is proportional to λ), print the λ that gives each of these doses
+    (mean `antisd/term_ratio` over the steps with the term on, e.g. 0.02,0.05,0.1,0.2), and exit."""
 
     def __post_init__(self):
         configio.check_at_least(self, {"seeds": 1, "first_seed": 0, "steps": 1, "eval_every": 1, "eval_k": 1, "eval_problems": 1,
                                        "eval_batch_size": 1, "prompts_per_step": 1, "num_generations": 2, "runaway_after": 0})  # fmt: skip
         configio.check_positive(self, ("learning_rate", "target_halfwidth"))
+        if any(not (math.isfinite(d) and d > 0) for d in self.plan_doses):
+            raise ValueError(f"--plan_doses must be doses > 0 (fractions of |A_seq|, e.g. 0.02,0.05), got {self.plan_doses}")
         if self.first_seed + self.seeds > configio.SEED_LIMIT:
             raise ValueError(f"--first_seed {self.first_seed} + --seeds {self.seeds} passes the largest seed 2^32 − 1")
         if self.eval_every > self.steps:
@@ -177,6 +183,37 @@ def plan_seeds(cfg: CompareConfig) -> dict:
     return plan
 
 
+def plan_doses(cfg: CompareConfig) -> dict:
+    """λ for each dose in ``cfg.plan_doses``, from the pilot runs of the first non-baseline variant in ``output_dir``.
+
+    For the paper's form (constant λ, unshaped signal, additive) the term λ·δ is proportional to λ on the same
+    rollouts, so dose(λ) = λ · r/λ_pilot with r the pilot's dose; across training the trajectory moves r, which
+    is why the pilot's spread over seeds is reported and a check at the planned λ is advised."""
+    variant = next((v for v in cfg.variants if v != cfg.baseline), None)
+    if variant is None:
+        raise ValueError("--plan_doses needs a non-baseline variant (the pilot's AntiSD variant) in --variants")
+    settings = parse_variant(variant)[1]
+    if settings.lambda_mode != "constant" or settings.shaping != "paper" or settings.compose != "additive" or settings.lambda_max <= 0:
+        raise ValueError(f"--plan_doses: variant {variant!r} is not the paper's form with a constant λ > 0 (lambda_mode {settings.lambda_mode}, "
+                         f"shaping {settings.shaping}, compose {settings.compose}, λ_max {settings.lambda_max}): its dose is not proportional to λ; "
+                         "measure it at its own λ instead")  # fmt: skip
+    per_seed = {}
+    for seed in seed_range(cfg):
+        rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
+        on = [r["antisd/term_ratio"] for r in rows if r.get("antisd/gate_on") == 1 and isinstance(r.get("antisd/term_ratio"), (int, float)) and math.isfinite(r["antisd/term_ratio"])]
+        if on:
+            per_seed[seed] = statistics.fmean(on)
+    if not per_seed:
+        raise ValueError(f"--plan_doses: no run of {variant!r} in {cfg.output_dir} logged `antisd/term_ratio` with the term on (seeds {list(seed_range(cfg))})")
+    dose = statistics.fmean(per_seed.values())
+    lambdas = {d: d * settings.lambda_max / dose for d in cfg.plan_doses}
+    spread = (min(per_seed.values()), max(per_seed.values()))
+    print(f"[compare] pilot {variant}: λ {settings.lambda_max:g} gave a dose of {100 * dose:.2f}% (seeds {100 * spread[0]:.2f}–{100 * spread[1]:.2f}%)")
+    for d, lam in lambdas.items():
+        print(f"[compare]   dose {100 * d:g}% → λ = {lam:.4g}   (variant {variant.split('@')[0]}@antisd_lambda_max={lam:.4g})")
+    return {"variant": variant, "lambda_pilot": settings.lambda_max, "dose_pilot": dose, "dose_per_seed": per_seed, "lambdas": lambdas}
+
+
 def main(cfg: CompareConfig) -> Path:
     out = Path(cfg.output_dir)
     configio.check_output_dir(out, "--output_dir")
@@ -185,6 +222,10 @@ def main(cfg: CompareConfig) -> Path:
     if cfg.report_only and not _curves(cfg):
         raise ValueError(f"--report_only true but {out} holds no evaluated runs of {cfg.variants}")
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.plan_doses:
+        plan = plan_doses(cfg)
+        (out / "dose_plan.json").write_text(json.dumps(plan | {"lambdas": {str(d): lam for d, lam in plan["lambdas"].items()}}, indent=2))
+        return out / "dose_plan.json"
     if cfg.plan_seeds:
         plan = plan_seeds(cfg)
         (out / "seed_plan.json").write_text(json.dumps(plan, indent=2))
