@@ -71,8 +71,7 @@ def term_dose_sums(seq_adv_B: torch.Tensor, adv_BT: torch.Tensor, mask_BT: torch
         [Σ|A_{i,t} − A_i|, Σ|A_i|, #tokens with |A_{i,t} − A_i| > |A_i|, #tokens], each over the masked tokens.
     """
     m = mask_BT.bool()
-    seq_BT = seq_adv_B.float().double()[:, None]  # A_seq as the composers saw it (float32)
-    seq_BT = seq_BT.expand(adv_BT.shape)
+    seq_BT = seq_adv_B.float().double()[:, None].expand(adv_BT.shape)  # A_seq as the composers saw it (float32)
     term, base = (adv_BT.double() - seq_BT)[m].abs(), seq_BT[m].abs()
     return [term.sum().item(), base.sum().item(), float((term > base).sum().item()), float(m.sum().item())]
 

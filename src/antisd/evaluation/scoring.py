@@ -6,13 +6,18 @@ positions, and reduces them with the chunked :func:`antisd.core.logp_entropy_fro
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from antisd.core import logp_entropy_from_logits
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64, seed: int = 0, synced: bool = False, progress=None, resume: tuple | None = None) -> list[tuple[int, list[int]]]:
+def sample(
+    model, tokenizer, prompt_texts: list[str], n: int, *, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 96, batch_size: int = 64,
+    seed: int = 0, synced: bool = False, progress=None, resume: tuple | None = None, shrink: bool = False,
+) -> list[tuple[int, list[int]]]:
     """``n`` completions per prompt: a list of (prompt index, completion token ids without padding).
 
     ``progress(done, total, batch, rng_state)`` is called after each generate batch with that batch's (prompt index,
@@ -20,7 +25,12 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
     run after its first ``done`` completions (which it does not return): the same draws as an uninterrupted run.
 
     ``synced``: several processes generate in lock step (``synced_gpus``), as sharded weights (ZeRO-3, FSDP)
-    require; every process must then call this with the same number of prompts."""
+    require; every process must then call this with the same number of prompts.
+
+    ``shrink``: :func:`generate_shrinking` instead of transformers' ``generate`` — the same distribution, other draws,
+    finished rows leave the batch (single process only)."""
+    if shrink and synced:
+        raise ValueError("shrink=True drops finished rows from the batch; processes generating in lock step (synced) cannot")
     side, was_training = tokenizer.padding_side, model.training
     tokenizer.padding_side = "left"
     model.eval()
@@ -37,16 +47,69 @@ def sample(model, tokenizer, prompt_texts: list[str], n: int, *, temperature: fl
         for start in range(done, len(flat), batch_size):
             idx = flat[start : start + batch_size]
             enc = tokenizer([prompt_texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            gen = model.generate(
-                **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, synced_gpus=synced,
-            )  # fmt: skip
-            batch = [(i, _trim(row, tokenizer)) for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :].tolist())]
+            if shrink:
+                rows = generate_shrinking(model, enc["input_ids"], enc["attention_mask"], temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_id=tokenizer.eos_token_id)
+            else:
+                gen = model.generate(
+                    **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, synced_gpus=synced,
+                )  # fmt: skip
+                rows = [_trim(row, tokenizer) for row in gen[:, enc["input_ids"].shape[1] :].tolist()]
+            batch = list(zip(idx, rows))
             out += batch
             if progress is not None:
                 progress(start + len(batch), len(flat), batch, _rng_state(cuda))
     tokenizer.padding_side = side
     model.train(was_training)
+    return out
+
+
+TOP_K = 50  # transformers' generate applies top-k 50 unless a generation config says otherwise (SmolLM2's and ours do not)
+
+
+@torch.no_grad()
+def generate_shrinking(
+    model, input_ids_BP: torch.Tensor, attention_mask_BP: torch.Tensor, *, temperature: float, top_p: float, max_new_tokens: int, eos_id: int,
+) -> list[list[int]]:  # fmt: skip
+    """Sample as transformers' ``generate`` does (logits in float32, temperature, top-k 50, top-p, one multinomial
+    draw per row per step; temperature 0: greedy), except that a row that has drawn its end-of-sequence token leaves
+    the batch and the KV cache. Same distribution; on a CPU, where a decoding step costs in proportion to its rows,
+    a batch costs the sum of its completions' lengths rather than rows × the longest one.
+
+    Args:
+        input_ids_BP, attention_mask_BP: [B, P] left-padded prompts.
+    Returns:
+        B completions, each up to and including its end-of-sequence token (at most ``max_new_tokens`` ids).
+    """
+    from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    warp = LogitsProcessorList(
+        ([TemperatureLogitsWarper(temperature)] if temperature not in (0.0, 1.0) else []) + [TopKLogitsWarper(TOP_K)] + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])
+    )  # fmt: skip
+    cache, mask_BS = DynamicCache(config=model.config), attention_mask_BP
+    # transformers ≥ 5.2x names the argument `cache` (`past_key_values` is deprecated); older versions know only the latter
+    with_cache = {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache, "use_cache": True}
+    pos_BS = (mask_BS.long().cumsum(-1) - 1).clamp(min=0)
+    logits_BV = model(input_ids=input_ids_BP, attention_mask=mask_BS, position_ids=pos_BS, logits_to_keep=1, **with_cache).logits[:, -1].float()
+    rows, out, last_pos_B = list(range(input_ids_BP.shape[0])), [[] for _ in range(input_ids_BP.shape[0])], pos_BS[:, -1]
+    for t in range(max_new_tokens):
+        if temperature == 0.0:
+            next_B = logits_BV.argmax(-1)
+        else:
+            next_B = torch.multinomial(warp(input_ids_BP, logits_BV).softmax(-1), num_samples=1).squeeze(1)
+        for r, token in zip(rows, next_B.tolist()):
+            out[r].append(token)
+        alive_B = next_B != eos_id
+        if t == max_new_tokens - 1 or not alive_B.any():
+            break
+        if not alive_B.all():  # finished rows leave the batch and the cache
+            keep = alive_B.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows = [r for r, alive in zip(rows, alive_B.tolist()) if alive]
+            next_B, mask_BS, last_pos_B, input_ids_BP = next_B[keep], mask_BS[keep], last_pos_B[keep], input_ids_BP[keep]
+        mask_BS = torch.cat([mask_BS, mask_BS.new_ones(mask_BS.shape[0], 1)], dim=1)
+        last_pos_B = last_pos_B + 1
+        logits_BV = model(input_ids=next_B[:, None], attention_mask=mask_BS, position_ids=last_pos_B[:, None], **with_cache).logits[:, -1].float()
     return out
 
 
