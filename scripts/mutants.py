@@ -132,7 +132,8 @@ MUTANTS = [
     Mutant("newcombe_wrong_limit", STATS, "low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)", "low = d - math.sqrt((p1 - l1) ** 2 + (p2 - l2) ** 2)",
            "Newcombe's lower limit with the second rate's lower instead of upper Wilson limit"),
     Mutant("collapse_tail_blind", COMPARE, "if tail >= 2:", "if tail >= 5:", "the collapse rule misses a collapse in the last steps"),
-    Mutant("check_phi_ln2", CHECK, "return 0.5 * (softplus - math.log(2.0))", "return 0.5 * (softplus + math.log(2.0))", "the regime check's φ(u) with the wrong ln 2 sign"),
+    Mutant("check_dose_signed", CHECK, "jsd_phi(torch.tensor(u, dtype=torch.float64)).abs().mean()", "jsd_phi(torch.tensor(u, dtype=torch.float64)).mean()",
+           "the regime check's mean |φ(u)| without the absolute value"),
 ]
 
 

@@ -200,7 +200,7 @@ def plan_doses(cfg: CompareConfig) -> dict:
     per_seed = {}
     for seed in seed_range(cfg):
         rows = read_jsonl(Path(cfg.output_dir) / f"{variant}-s{seed}" / "metrics.jsonl")
-        on = [r["antisd/term_ratio"] for r in rows if r.get("antisd/gate_on") == 1 and isinstance(r.get("antisd/term_ratio"), (int, float)) and math.isfinite(r["antisd/term_ratio"])]
+        on = _finite([r for r in rows if r.get("antisd/gate_on") == 1], "antisd/term_ratio")
         if on:
             per_seed[seed] = statistics.fmean(on)
     if not per_seed:
@@ -317,11 +317,21 @@ def runaway(rows: list[dict], after: int = 10, window: int = 5) -> bool:
         return False
     start, streak = train[0][REWARD], 0
     for r in train:
-        bad = r[REWARD] < 0.5 * start or (r.get(TRUNCATION) or 0.0) > 0.5
-        streak = streak + 1 if bad and r["step"] > after else 0
+        streak = streak + 1 if _bad_step(r, start) and r["step"] > after else 0
         if streak >= window:
             return True
     return False
+
+
+def _bad_step(row: dict, start: float) -> bool:
+    """A logged step the runaway and collapse rules count: train reward below half its first value, or truncation
+    above 50%."""
+    return row[REWARD] < 0.5 * start or (row.get(TRUNCATION) or 0.0) > 0.5
+
+
+def _finite(rows: list[dict], key: str) -> list[float]:
+    """The finite values of ``key`` in logged rows (a NaN ratio, an absent key: left out)."""
+    return [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
 
 
 def collapsed(rows: list[dict], eval_k: int, after: int = 10, window: int = 5) -> bool:
@@ -334,7 +344,7 @@ def collapsed(rows: list[dict], eval_k: int, after: int = 10, window: int = 5) -
     if train:
         start, tail = train[0][REWARD], 0
         for r in reversed(train):
-            if r["step"] <= after or not (r[REWARD] < 0.5 * start or (r.get(TRUNCATION) or 0.0) > 0.5):
+            if r["step"] <= after or not _bad_step(r, start):
                 break
             tail += 1
         if tail >= 2:
@@ -352,8 +362,7 @@ def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int
     trunc = [r[TRUNCATION] for r in rows if r.get(TRUNCATION) is not None]
     evals = [r for r in rows if r.get(f"eval/avg@{eval_k}") is not None]
     last = max(evals, key=lambda r: r["step"]) if evals else {}
-    dose = lambda key: [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]  # noqa: E731
-    ratio, exceeds = dose("antisd/term_ratio"), dose("antisd/term_exceeds_frac")
+    ratio, exceeds = _finite(rows, "antisd/term_ratio"), _finite(rows, "antisd/term_exceeds_frac")
     return {
         "runaway": runaway(rows, after=runaway_after),
         "collapse": collapsed(rows, eval_k, after=runaway_after),
