@@ -127,9 +127,10 @@ def test_shipped_model_loads_offline_and_writes_traces():
     assert all(t.startswith("try ") for t in texts)
 
 
-def test_shipped_v2_model_is_the_documented_recipe_and_searches():
-    """testbed-v2 (issue #12): its recipe is the one docs/testbed.md and the protocol amendment name, and it writes
-    varied search traces that end in an answer line."""
+@pytest.mark.parametrize("name", ["testbed-v2", "testbed-v3"])
+def test_shipped_varied_models_are_the_documented_recipe_and_search(name):
+    """testbed-v2 (issue #12) and testbed-v3 (issue #23): each one's recipe is the one docs/testbed.md and its
+    protocol amendment name, and it writes varied search traces that end in an answer line."""
     import json
     from pathlib import Path
 
@@ -137,14 +138,14 @@ def test_shipped_v2_model_is_the_documented_recipe_and_searches():
 
     from antisd.infra.models import load_model, shipped_model_dir
 
-    recipe = json.loads((shipped_model_dir("testbed-v2") / "antisd_build.json").read_text())
+    recipe = json.loads((shipped_model_dir(name) / "antisd_build.json").read_text())
     documented = Path(__file__).resolve().parents[1] / "docs" / "testbed.md"
-    command = next(line for line in documented.read_text().splitlines() if line.startswith("antisd testbed build") and "testbed-v2 " in line + " ")
+    command = next(line for line in documented.read_text().splitlines() if line.startswith("antisd testbed build") and f"{name} " in line + " ")
     flags = dict(zip(command.split()[3::2], command.split()[4::2]))
     for flag, value in flags.items():
         if flag != "--out":
             assert str(recipe[flag[2:]]).lower() == value.lower(), (flag, recipe[flag[2:]], value)
-    model, tok = load_model("testbed-v2")
+    model, tok = load_model(name)
     problems = cd.generate(16, seed=0, split="heldout")
     prompts = [tok.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False) for p in problems]
     tok.padding_side = "left"

