@@ -8,15 +8,13 @@ that are deterministic (entropy < 0.05) and that sit within 0.05 of a uniform-ch
 φ(u) = ½(softplus(u) − ln 2), the paper's Eq. 6 term."""
 
 import json
-import math
 import sys
 from collections import defaultdict
 
-PLATEAUS = (math.log(2), math.log(3), math.log(4))
+import torch
 
-
-def phi(u: float) -> float:
-    return 0.5 * (max(u, 0.0) + math.log1p(math.exp(-abs(u))) - math.log(2))
+from antisd.core import jsd_phi
+from antisd.testbed.check import PLATEAUS
 
 
 def token_class(token: str, line_start: bool, in_answer: bool) -> str:
@@ -32,10 +30,11 @@ def token_class(token: str, line_start: bool, in_answer: bool) -> str:
 def breakdown(rows: list[dict]) -> dict:
     """Token count and Σ|φ(u)| per class, and the deterministic / plateau position counts."""
     rows = sorted(rows, key=lambda r: (r["rollout"], r["position"]))
+    abs_phi = jsd_phi(torch.tensor([r["u"] for r in rows], dtype=torch.float64)).abs().tolist()
     count, mass = defaultdict(int), defaultdict(float)
     deterministic = plateau = 0
     prev_rollout, line_start, in_answer = None, True, False
-    for r in rows:
+    for r, size in zip(rows, abs_phi):
         if r["rollout"] != prev_rollout:
             prev_rollout, line_start, in_answer = r["rollout"], True, False
         text = r["token"]
@@ -46,10 +45,10 @@ def breakdown(rows: list[dict]) -> dict:
             in_answer = stripped.strip().startswith("answer")
         cls = token_class(stripped, line_start and bool(stripped.strip()), in_answer)
         count[cls] += 1
-        mass[cls] += abs(phi(r["u"]))
+        mass[cls] += size
         h = r["h_teacher"]
         deterministic += h < 0.05
-        plateau += min(abs(h - p) for p in PLATEAUS) < 0.05
+        plateau += min(abs(h - p) for p in PLATEAUS.values()) < 0.05
         line_start = (line_start and not stripped.strip()) or text.endswith("\n")
     return {"count": dict(count), "mass": dict(mass), "deterministic": deterministic, "plateau": plateau}
 
