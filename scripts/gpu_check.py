@@ -24,6 +24,9 @@ Output: ``<out>/gpu-check.json`` (everything) and ``<out>/gpu-check.md`` (the ta
 from __future__ import annotations
 
 import argparse
+import bisect
+import contextlib
+import gc
 import json
 import math
 import os
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -142,7 +146,13 @@ def _max_weight_diff(a: Path, b: Path) -> float | None:
 
 
 class PhaseMeter:
-    """Exclusive wall time and peak device memory per phase; nested phases hand their peak to their parent."""
+    """Exclusive wall time and peak memory per phase; nested phases hand their peak to their parent.
+
+    On a GPU the peak is ``torch.cuda.max_memory_allocated``. A CPU has no such counter, so there a step runs under
+    ``measure(fn)``: torch's profiler records every allocation and free of torch's CPU allocator (``profile_memory``,
+    kernels' own buffers included) and each phase's time range; a phase's peak is the bytes live at the step's start
+    (every tensor Python can reach: weights, optimizer state, …) plus the highest running sum of the allocations
+    inside its range. Both count allocated tensor bytes, not the allocator's cache or the process's other memory."""
 
     def __init__(self, device: str):
         self.cuda = device == "cuda"
@@ -163,7 +173,8 @@ class PhaseMeter:
         frame = {"name": name, "start": time.perf_counter(), "child": 0.0, "peak": 0.0}
         self.stack.append(frame)
         try:
-            yield
+            with contextlib.nullcontext() if self.cuda else torch.profiler.record_function(PHASE_TAG + name):
+                yield
         finally:
             if self.cuda:
                 torch.cuda.synchronize()
@@ -176,8 +187,59 @@ class PhaseMeter:
                 self.stack[-1]["child"] += total
                 self.stack[-1]["peak"] = max(self.stack[-1]["peak"], peak)
 
+    def measure(self, fn) -> None:
+        """Run ``fn`` (one step, its phases inside); on a CPU, set each phase's peak from the allocation events."""
+        if self.cuda:
+            fn()
+            return
+        live = live_cpu_tensor_bytes()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+        for name, peak in cpu_phase_peaks(prof.profiler.kineto_results.events(), live).items():
+            self.peaks[name] = max(self.peaks.get(name, 0.0), peak / 2**30)
+
     def reset(self) -> None:
         self.times, self.peaks = {}, {}
+
+
+PHASE_TAG = "antisd-phase::"
+
+
+def live_cpu_tensor_bytes() -> int:
+    """Bytes of the CPU tensor storages Python can reach now (each storage once)."""
+    gc.collect()
+    storages = {}
+    with warnings.catch_warnings():  # isinstance on deprecated module attributes (torch.distributed.reduce_op) warns
+        warnings.simplefilter("ignore", FutureWarning)
+        objects = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for obj in objects:
+        if obj.device.type == "cpu" and not obj.is_meta:
+            try:
+                st = obj.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # tensors without a storage (sparse, wrapper subclasses)
+                continue
+            storages[st.data_ptr()] = max(storages.get(st.data_ptr(), 0), st.nbytes())
+    return sum(storages.values())
+
+
+def cpu_phase_peaks(events, live_at_start: int) -> dict[str, int]:
+    """Peak bytes per tagged phase from profiler events: ``live_at_start`` + the highest running sum of the
+    CPU allocation events (+bytes allocated, −bytes freed) inside the phase's time range."""
+    allocs = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
+    times, running, total = [], [], live_at_start
+    for t, nbytes in allocs:
+        total += nbytes
+        times.append(t)
+        running.append(total)
+    peaks = {}
+    for e in events:
+        if not e.name().startswith(PHASE_TAG):
+            continue
+        lo, hi = bisect.bisect_left(times, e.start_ns()), bisect.bisect_right(times, e.end_ns())
+        before = running[lo - 1] if lo else live_at_start
+        name = e.name()[len(PHASE_TAG):]
+        peaks[name] = max(peaks.get(name, 0), before, *running[lo:hi])
+    return peaks
 
 
 def _wrap(obj, attr: str, meter: PhaseMeter, name_of) -> None:
@@ -190,7 +252,8 @@ def _wrap(obj, attr: str, meter: PhaseMeter, name_of) -> None:
     setattr(obj, attr, wrapped)
 
 
-def build_trainer(variant: str, model, tok, rows: list[dict], response_len: int, micro_batch: int, G: int, out: Path, device: str):
+def build_trainer(variant: str, model, tok, rows: list[dict], response_len: int, micro_batch: int, G: int, out: Path, device: str,
+                  checkpointing: bool = True):
     """A trainer whose generation is replayed: every call returns the same fixed token ids (a rollout of
     ``response_len`` tokens drawn from the tokenizer's vocabulary); the first rollout of each group is "correct",
     so every other rollout's teacher sees a demonstration as long as a response."""
@@ -209,7 +272,7 @@ def build_trainer(variant: str, model, tok, rows: list[dict], response_len: int,
     settings = preset(variant).replace(gate_warmup_steps=1, gate=False) if variant != "grpo" else preset("grpo")
     args = AntiSDConfig(
         output_dir=str(out), max_steps=10**6, per_device_train_batch_size=micro_batch, num_generations=G, max_completion_length=response_len,
-        learning_rate=1e-6, beta=0.0, bf16=device == "cuda", use_cpu=device != "cuda", gradient_checkpointing=True, report_to="none",
+        learning_rate=1e-6, beta=0.0, bf16=device == "cuda", use_cpu=device != "cuda", gradient_checkpointing=checkpointing, report_to="none",
         logging_steps=1, save_strategy="no", disable_tqdm=True, antisd=settings.replace(max_reprompt_len=4 * response_len + 4096),
     )  # fmt: skip
     trainer = AntiSDTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
@@ -231,6 +294,8 @@ def measure_variant(trainer, meter: PhaseMeter, steps: int) -> dict:
     _wrap(trainer.accelerator, "backward", meter, lambda: "backward")
     trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
     _wrap(trainer.optimizer, "step", meter, lambda: "optimizer")
+    if trainer.args.gradient_checkpointing:  # Trainer.train() turns it on; this loop calls training_step itself
+        trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
     batches = iter(trainer.get_train_dataloader())
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
@@ -238,32 +303,43 @@ def measure_variant(trainer, meter: PhaseMeter, steps: int) -> dict:
     for i in range(steps + 1):  # the first step allocates the optimizer state and warms kernels up: not counted
         meter.reset()
         start = time.perf_counter()
-        with meter.phase("other"):
-            trainer.training_step(trainer.model, next(batches), None)
-            trainer.optimizer.step()
-            trainer.optimizer.zero_grad(set_to_none=True)
+        batch = next(batches)
+
+        def step():
+            with meter.phase("other"):
+                trainer.training_step(trainer.model, batch, None)
+                trainer.optimizer.step()
+                trainer.optimizer.zero_grad(set_to_none=True)
+
+        if i:
+            meter.measure(step)  # on a CPU under the profiler, which also slows it: CPU times here are not costs
+        else:
+            step()  # the warm-up step is not measured
         if i:
             per_step.append({"total": time.perf_counter() - start, "times": dict(meter.times), "peaks": dict(meter.peaks)})
     phases = sorted({p for s in per_step for p in s["times"]})
     return {
         "step_seconds": statistics.median(s["total"] for s in per_step),
         "phase_seconds": {p: statistics.median(s["times"].get(p, 0.0) for s in per_step) for p in phases},
-        "phase_peak_gib": {p: max(s["peaks"].get(p, 0.0) for s in per_step) for p in phases} if meter.cuda else {},  # no device memory on a CPU
+        "phase_peak_gib": {p: max(s["peaks"].get(p, 0.0) for s in per_step) for p in phases},
     }
 
 
-def predicted_phase_peaks(shape, micro_batch: int, seq_len: int, teacher_len: int, gpu_gib: float) -> dict:
-    """The preflight's terms for one GPU (no sharding, no vLLM, no overhead: max_memory_allocated excludes the CUDA
-    context), grouped by the phase in which they coexist."""
-    from antisd.infra.preflight import Launch, estimate
+def predicted_phase_peaks(shape, micro_batch: int, seq_len: int, teacher_len: int, gpu_gib: float, device: str = "cuda",
+                          checkpointing: bool = True) -> dict:
+    """The preflight's prediction of each phase's peak for one process (no sharding, no vLLM, no overhead:
+    max_memory_allocated excludes the CUDA context): the teacher phase and the training phase (the backward) as the
+    preflight composes them, and the training forward's, which it does not need (below the backward's):
+    weights + optimizer + activations + the head's forward + the mask."""
+    from antisd.infra.preflight import GIB, Launch, estimate, head_bytes
 
     e = estimate(shape, Launch(gpus=1, gpu_gib=gpu_gib, strategy="ddp", micro_batch=micro_batch, seq_len=seq_len, teacher_seq_len=teacher_len,
-                               gradient_checkpointing=True, vllm="none", overhead_gib=0.0))  # fmt: skip
-    static = e["weights"] + e["optimizer"]  # gradients were freed (set to None) after the last optimizer step
+                               gradient_checkpointing=checkpointing, vllm="none", overhead_gib=0.0, device=device))  # fmt: skip
+    forward_head = head_bytes(shape, micro_batch * seq_len, device, backward=False) / GIB
     return {
-        "teacher_forward": static + e["teacher_forward"] + e["logprob_head"] + e["teacher_mask"],
-        "training_forward": static + e["activations"] + e["logprob_head"] + e["attention_mask"],
-        "backward": static + e["gradients"] + e["activations"] + e["logprob_head"] + e["attention_mask"],
+        "teacher_forward": e["phase_teacher"],
+        "training_forward": e["weights"] + e["optimizer"] + e["activations"] + forward_head + e["attention_mask"],
+        "backward": e["phase_training"],
         "preflight_total": e["total"],
     }
 
@@ -288,7 +364,7 @@ def part_cost(device: str, out: Path, tiny: bool) -> dict:
             try:
                 torch.manual_seed(0)
                 with torch.device(device):
-                    model = Qwen3ForCausalLM(Qwen3Config(**config, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+                    model = Qwen3ForCausalLM(Qwen3Config(**{k: v for k, v in config.items() if k != "model_type"}, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
                 trainer = build_trainer(variant, model, tok, rows, response_len, micro_batch, G, out / f"cost-{name}-{variant}", device)
                 meter = PhaseMeter(device)
                 entry["variants"][variant] = measure_variant(trainer, meter, steps)

@@ -30,3 +30,28 @@ def test_gpu_check_tiny_runs_every_part_on_the_cpu(tmp_path):
     assert "teacher_forward" in tiny["variants"]["antisd"]["phase_seconds"] and "teacher_forward" not in tiny["variants"]["grpo"]["phase_seconds"]
     assert tiny["teacher_tokens"] > tiny["response_tokens"]  # the teacher's sequence holds a demonstration
     assert "## cost: ok" in (tmp_path / "gpu-check.md").read_text()
+
+
+def test_cpu_phase_meter_sees_a_known_allocation_in_its_phase():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import torch
+    from gpu_check import PhaseMeter, live_cpu_tensor_bytes
+
+    meter, kept = PhaseMeter("cpu"), []
+    mib = 2**20
+
+    def step():
+        with meter.phase("outer"):
+            with meter.phase("big"):
+                a = torch.ones(64 * mib // 4)  # 64 MiB live together with b: the phase's peak is both
+                b = torch.ones(32 * mib // 4)
+                kept.append(float(a[0] + b[0]))
+                del a, b
+            with meter.phase("small"):
+                kept.append(torch.ones(8 * mib // 4))  # 8 MiB, kept past the step
+
+    base = live_cpu_tensor_bytes() / 2**30  # what is live before the step: every phase's peak starts from it
+    meter.measure(step)
+    assert meter.peaks["big"] - base == pytest.approx(96 / 1024, abs=1 / 1024)
+    assert meter.peaks["small"] - base == pytest.approx(8 / 1024, abs=1 / 1024)
+    assert meter.peaks["outer"] == pytest.approx(meter.peaks["big"])  # a nested phase hands its peak to its parent

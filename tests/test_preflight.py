@@ -29,17 +29,19 @@ def test_parameter_count_by_hand():
 
 def test_estimate_terms_by_hand():
     N, VH = TOY.params(), 100 * 8
-    launch = pf.Launch(gpus=4, gpu_gib=1.0, strategy="ddp", micro_batch=2, seq_len=10, teacher_seq_len=12, head_tile=4, vllm="none", overhead_gib=0.0)
+    launch = pf.Launch(gpus=4, gpu_gib=1.0, strategy="ddp", micro_batch=2, seq_len=10, teacher_seq_len=12, vllm="none", overhead_gib=0.0)
     est = pf.estimate(TOY, launch)
     assert est["weights"] * GIB == 4 * N and est["gradients"] * GIB == 4 * N and est["optimizer"] * GIB == 8 * N
     assert est["activations"] * GIB == 2 * 10 * 8 * 2 * 2 + 2 * 10 * 34 * 8  # checkpoints + one layer's working set
-    assert est["logprob_head"] * GIB == 2 * 4 * 2 * 4 * 100
+    # TRL's head over 20 training tokens: a 20 × 32768 bf16 tile buffer, the flattened hidden, its fp32 gradient
+    assert est["logprob_head"] * GIB == 20 * 32768 * 2 + 20 * 8 * 2 + 4 * 20 * 8
+    assert est["teacher_head"] * GIB == 24 * 32768 * 2 + 2 * 24 * 8 * 2  # forward over 24 teacher tokens: no gradient
     assert est["teacher_forward"] * GIB == 2 * 12 * 34 * 8
     assert est["attention_mask"] * GIB == 2 * 10 * 10 and est["teacher_mask"] * GIB == 2 * 12 * 12  # boolean b·s²
-    assert est["lm_head_grad"] == 0 and est["reduce_bucket"] == 0  # DDP: the head's gradient is in the 4N
-    static = 16 * N
-    training = est["activations"] + est["logprob_head"] + est["attention_mask"]
-    teacher = est["teacher_forward"] + est["logprob_head"] + est["teacher_mask"]
+    assert est["lm_head_grad"] * GIB == 4 * VH and est["reduce_bucket"] == 0  # the kernel's fp32 weight gradient
+    static = 16 * N  # four DDP processes: the gradient buckets stay
+    training = est["activations"] + est["logprob_head"] + est["lm_head_grad"] + est["attention_mask"]
+    teacher = est["teacher_forward"] + est["teacher_head"] + est["teacher_mask"]
     assert est["phase_training"] * GIB == pytest.approx(static + training * GIB)
     assert est["phase_teacher"] * GIB == pytest.approx(static + teacher * GIB)
     assert est["total"] == max(est["phase_training"], est["phase_teacher"])  # the two phases never coexist
@@ -51,6 +53,38 @@ def test_estimate_terms_by_hand():
     assert z3["reduce_bucket"] * GIB == 2 * 5e8
     off = pf.Launch(gpus=4, nodes=2, strategy="zero3", offload_optimizer=True, vllm="none")
     assert pf.estimate(TOY, off)["optimizer"] == 0.0 and pf.host_offload_gib(TOY, off) * GIB == pytest.approx(16 * N / 2)
+
+
+def test_cpu_accounting_by_hand():
+    # TOY: H 8, A = 2 heads × 4 = 8, K = 1 × 4 = 4, I 16; fp32, one process, no checkpointing
+    assert TOY.saved_per_token() == 4 * 8 + 5 * 8 + 2 * 4 + 4 * 16  # norms, q/out/copy + repeated k, v, k and v, MLP
+    assert TOY.forward_transient_per_token() == 2 * 8 + max(5 * 8 + 3 * 4, 3 * 16)
+    N, VH = TOY.params(), 100 * 8
+    launch = pf.Launch(gpus=1, strategy="ddp", micro_batch=2, seq_len=10, teacher_seq_len=12, gradient_checkpointing=False, vllm="none", overhead_gib=0.0, device="cpu")
+    est = pf.estimate(TOY, launch)
+    assert est["activations"] * GIB == 2 * 2 * 10 * 144 * 4 + 2 * 2 * 10 * 8 * 4  # L layers + the final norm's input and output
+    tile = 20 * 100 * 4  # the torch fallback's fp32 temporaries: min(tokens, 4096) × min(V, 32768)
+    assert est["logprob_head"] * GIB == 20 * 32768 * 4 + 20 * 8 * 4 + 7.25 * tile + 4 * 20 * 8
+    assert est["teacher_head"] * GIB == 24 * 32768 * 4 + 2 * 24 * 8 * 4 + 3 * 24 * 100 * 4
+    assert est["teacher_forward"] * GIB == 2 * 12 * 68 * 4
+    static = 12 * N  # one process frees its gradients every step: counted where the backward ends, not as static
+    start = est["activations"] + est["logprob_head"] + est["lm_head_grad"] + est["attention_mask"]
+    assert est["phase_training"] * GIB == pytest.approx(static + max(start, est["gradients"]) * GIB)
+    assert est["phase_teacher"] * GIB == pytest.approx(static + (est["teacher_forward"] + est["teacher_head"] + est["teacher_mask"]) * GIB)
+    accumulating = pf.estimate(TOY, pf.Launch(**{**launch.__dict__, "grad_accum": 2}))
+    assert accumulating["phase_training"] * GIB == pytest.approx((16 * N) + start * GIB)  # gradients live across micro-batches
+    qwen = pf.ModelShape.from_config({"model_type": "qwen3", "vocab_size": 100, "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                      "num_key_value_heads": 1, "head_dim": 4, "intermediate_size": 16})  # fmt: skip
+    assert qwen.qk_norm and qwen.saved_per_token() == TOY.saved_per_token() + 2 * 8 + 2 * 4  # q/k norms' inputs and outputs
+    with pytest.raises(ValueError, match="device"):
+        pf.estimate(TOY, pf.Launch(device="tpu"))
+
+
+def test_head_constants_are_the_installed_trl_kernel():
+    from trl.kernels.chunked_logprob import TOKEN_CHUNK_SIZE
+    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
+
+    assert (pf.HEAD_ROWS, pf.HEAD_COLS) == (TOKEN_CHUNK_SIZE, _CHUNKED_LOGPROB_CHUNK_SIZE)
 
 
 def test_vllm_room_counts_max_length_sequences_per_instance():

@@ -298,7 +298,7 @@ def launch_of(cfg: TrainConfig, acc: dict | None = None):
         gpus=gpus, gpu_gib=cfg.gpu_memory_gib, strategy=strategy, micro_batch=max(rows // (gpus * cfg.grad_accum), 1),
         seq_len=PROMPT_BUDGET + cfg.max_completion_length,
         teacher_seq_len=cfg.settings().max_reprompt_len + cfg.max_completion_length,
-        gradient_checkpointing=cfg.gradient_checkpointing, offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
+        gradient_checkpointing=cfg.gradient_checkpointing, grad_accum=cfg.grad_accum, offload_optimizer=ds.get("offload_optimizer_device", "none") not in ("none", None),
         rollouts_per_step=rows, nodes=int(acc.get("num_machines", 1)), teacher=cfg.settings().teacher, teacher_offload=cfg.settings().teacher_offload,
         vllm=vllm, vllm_gpu_memory_utilization=cfg.trl_args.get("vllm_gpu_memory_utilization", 0.3),
         vllm_tensor_parallel=cfg.trl_args.get("vllm_tensor_parallel_size", 1), vllm_max_model_len=cfg.trl_args.get("vllm_max_model_length") or 0,

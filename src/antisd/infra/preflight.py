@@ -14,14 +14,16 @@ Strategies (``strategy``), N parameters over n GPUs:
   bucket; with ``offload_optimizer`` the 12N/n lives in host memory, where the CPU Adam also keeps fp32 gradients:
   16N over the nodes, reported per node.
 Two phases never coexist in a step: the teacher's no-grad forward (at generation time) and the training forward +
-backward. The total is the static memory plus the larger phase:
-- training: activations (bf16, b sequences of length s, hidden H, L layers; with gradient checkpointing the layer
-  inputs b·s·H·2·L plus one layer's working set b·s·34·H, Korthikanti et al. 2022, flash/SDPA attention, no s²
-  term; without it L·b·s·34·H), the tiled log-prob head (one tile of ``head_tile`` positions × V in fp32, ×2 for the
-  softmax), under sharded strategies the LM head's weight gradient materialised in fp32 at full size (4·V·H,
-  before it is reduce-scattered), and the padded rows' boolean attention mask b·s² bytes;
-- teacher: one layer's working set over (teacher context + response), b·s_t·34·H, the log-prob head tile, the mask
-  b·s_t² bytes.
+backward. Each phase's total is the static memory plus its working set; the run needs the larger:
+- training, at the backward's start (every activation live, the log-prob head's backward running): the activations
+  (``activation_bytes``), TRL's chunked log-prob head (``head_bytes``), its fp32 weight gradient at full size (4·V·H,
+  even when the weights are sharded) and the padded rows' boolean attention mask b·s² bytes. Gradients that one plain
+  process frees every step are counted at the backward's end instead, when every gradient exists and the
+  activations are gone (``persistent_gradients``);
+- teacher: the no-grad forward over (teacher context + response) (``teacher_forward_bytes``), the head's forward
+  and the mask b·s_t² bytes.
+``device`` picks the accounting: 'cuda' (bf16 autocast; activations by Korthikanti et al. 2022) or 'cpu' (fp32;
+tensors counted one by one from the layer's code; checked against measured peaks by benchmarks/preflight_memory.py).
 vLLM colocated reserves ``vllm_gpu_memory_utilization`` of the GPU; its bf16 weights (over tensor-parallel ranks),
 a reserve for its profiling run and CUDA graphs (``vllm_reserve_gib``) and the KV cache of one sequence of
 ``vllm_max_model_len`` tokens must fit inside that share; how many such sequences fit at once is reported against
@@ -36,6 +38,11 @@ from pathlib import Path
 
 GIB = 2**30
 STRATEGIES = ("ddp", "zero2", "zero3", "fsdp")
+QK_NORM_MODELS = ("qwen3", "qwen3_moe", "olmo2", "olmo3")
+HEAD_ROWS, HEAD_COLS = 4096, 32768
+"""TRL's chunked log-prob kernel (``trl.kernels.chunked_logprob``): token rows per tile (TOKEN_CHUNK_SIZE) and the
+vocabulary chunk its buffer is allocated at (``_CHUNKED_LOGPROB_CHUNK_SIZE``) whatever the vocabulary's size;
+tests/test_preflight.py checks them against the installed TRL."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class ModelShape:
     experts_per_token: int = 0
     expert_intermediate: int = 0
     max_position: int = 0
+    qk_norm: bool = False
+    """Per-head RMSNorms on q and k (Qwen3, OLMo-2/3): two more saved tensors each in a layer's backward."""
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ModelShape":
@@ -64,6 +73,7 @@ class ModelShape:
             intermediate=cfg.get("intermediate_size", 0), tied=bool(cfg.get("tie_word_embeddings", False)),
             experts=cfg.get("num_experts", 0) or 0, experts_per_token=cfg.get("num_experts_per_tok", 0) or 0,
             expert_intermediate=cfg.get("moe_intermediate_size", 0) or 0, max_position=cfg.get("max_position_embeddings", 0),
+            qk_norm=cfg.get("model_type", "") in QK_NORM_MODELS,
         )  # fmt: skip
 
     def layer_params(self) -> int:
@@ -77,6 +87,24 @@ class ModelShape:
 
     def kv_bytes_per_token(self) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * 2  # K and V, bf16
+
+    def saved_per_token(self) -> int:
+        """Elements one decoder layer keeps for its backward per token, in eager fp32 (a Llama/Qwen3 layer read op
+        by op): both RMSNorms' input and normalised output (4H); q after RoPE, the SDPA output and its contiguous
+        copy for o_proj (3A); k after RoPE and v (2K); k and v repeated to the query heads, as transformers does
+        when a padding mask is passed (2A); gate, SiLU(gate), up and their product (4I, dense MLP: the routed
+        experts' share for MoE); with q/k norms their inputs and outputs (2A + 2K)."""
+        A, K = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        inter = self.experts_per_token * self.expert_intermediate if self.experts else self.intermediate
+        return 4 * self.hidden + 5 * A + 2 * K + 4 * inter + (2 * A + 2 * K if self.qk_norm else 0)
+
+    def forward_transient_per_token(self) -> int:
+        """Elements live at once per token inside one layer of a no-grad forward: the residual and its norm (2H)
+        with either the attention's q, k, v, their RoPE outputs, the repeated k, v and the output (5A + 3K), or the
+        MLP's SiLU(gate), up and product (3I)."""
+        A, K = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        inter = self.experts_per_token * self.expert_intermediate if self.experts else self.intermediate
+        return 2 * self.hidden + max(5 * A + 3 * K, 3 * inter)
 
 
 @dataclass(frozen=True)
@@ -95,7 +123,11 @@ class Launch:
     gradient_checkpointing: bool = True
     offload_optimizer: bool = False
     """ZeRO-3 optimizer state (fp32 master + Adam, 12N/n) in CPU memory instead of on the GPU."""
-    head_tile: int = 1024
+    grad_accum: int = 1
+    """Micro-batches per optimizer step: with more than one, gradients live through the next forward."""
+    device: str = "cuda"
+    """'cuda': bf16 autocast, TRL's Triton log-prob kernel, SDPA/flash attention (activations by Korthikanti et al.);
+    'cpu': fp32 throughout, the kernel's torch fallback, activations counted tensor by tensor (``saved_per_token``)."""
     vllm: str = "colocate"
     """'colocate', 'server' (vLLM on other GPUs: nothing here) or 'none'."""
     vllm_gpu_memory_utilization: float = 0.3
@@ -118,11 +150,12 @@ class Launch:
 
 
 def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
-    """Per-GPU memory in GiB, term by term; the two phases; 'total' (static + the larger phase) and 'capacity'."""
+    """Per-GPU memory in GiB, term by term; the two phases; 'total' (the larger phase) and 'capacity'."""
     if launch.strategy not in STRATEGIES:
         raise ValueError(f"strategy {launch.strategy!r} is not one of {STRATEGIES}")
+    if launch.device not in ("cuda", "cpu"):
+        raise ValueError(f"device {launch.device!r} is not 'cuda' or 'cpu'")
     N, n, VH = shape.params(), launch.gpus, shape.vocab * shape.hidden
-    sharded = launch.strategy != "ddp"
     if launch.strategy == "ddp":
         weights, grads, optim, gathered = 4 * N, 4 * N, 8 * N, 0
     elif launch.strategy == "zero2":
@@ -133,29 +166,30 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
         if launch.strategy not in ("zero3", "fsdp"):
             raise ValueError("offload_optimizer is modelled for zero3/fsdp only")
         optim = 0
-    b, s, st, H, L = launch.micro_batch, launch.seq_len, launch.teacher_seq_len, shape.hidden, shape.layers
-    layer_work = b * s * 34 * H
-    head = 2 * 4 * b * min(launch.head_tile, s) * shape.vocab
+    b, s, st = launch.micro_batch, launch.seq_len, launch.teacher_seq_len
     terms = {
         "weights": weights, "gradients": grads, "optimizer": optim, "gathered_layers": gathered,
         "reduce_bucket": 2 * launch.reduce_bucket_elems if launch.strategy in ("zero2", "zero3") else 0.0,
         "vllm": launch.vllm_gpu_memory_utilization * launch.gpu_gib * GIB if launch.vllm == "colocate" else 0.0,
         "overhead": launch.overhead_gib * GIB,
         "teacher_weights": 4 * N if kept_teacher(launch) and not launch.teacher_offload else 0.0,
-        # training phase
-        "activations": b * s * H * 2 * L + layer_work if launch.gradient_checkpointing else L * layer_work,
-        "logprob_head": head,
-        "lm_head_grad": 4 * VH if sharded else 0.0,
+        # training phase (its peak: the backward's start, every activation live and the head's backward running)
+        "activations": activation_bytes(shape, launch),
+        "logprob_head": head_bytes(shape, b * s, launch.device, backward=True),
+        "lm_head_grad": 4 * VH,  # the kernel's fp32 weight gradient, at full size even when the weights are sharded
         "attention_mask": b * s * s,
         # teacher phase
-        "teacher_forward": b * st * 34 * H,
+        "teacher_forward": teacher_forward_bytes(shape, launch),
+        "teacher_head": head_bytes(shape, b * st, launch.device, backward=False),
         "teacher_mask": b * st * st,
         "teacher_onloaded": 4 * N if kept_teacher(launch) and launch.teacher_offload else 0.0,
     }  # fmt: skip
     out = {k: v / GIB for k, v in terms.items()}
-    static = sum(out[k] for k in STATIC)
-    out["phase_training"] = static + sum(out[k] for k in TRAINING_PHASE)
-    out["phase_teacher"] = static + out["logprob_head"] + sum(out[k] for k in TEACHER_PHASE)
+    static = sum(out[k] for k in STATIC if k != "gradients") + (out["gradients"] if persistent_gradients(launch) else 0.0)
+    backward_start = sum(out[k] for k in TRAINING_PHASE)
+    # Gradients freed after each step (one process, set to None) grow while the activations are freed: the larger end
+    out["phase_training"] = static + (backward_start if persistent_gradients(launch) else max(backward_start, out["gradients"]))
+    out["phase_teacher"] = static + sum(out[k] for k in TEACHER_PHASE)
     out["total"] = max(out["phase_training"], out["phase_teacher"])
     out["capacity"] = launch.gpu_gib
     out["params_b"] = N / 1e9
@@ -164,7 +198,45 @@ def estimate(shape: ModelShape, launch: Launch) -> dict[str, float]:
 
 STATIC = ("weights", "gradients", "optimizer", "gathered_layers", "reduce_bucket", "vllm", "overhead", "teacher_weights")
 TRAINING_PHASE = ("activations", "logprob_head", "lm_head_grad", "attention_mask")
-TEACHER_PHASE = ("teacher_forward", "teacher_mask", "teacher_onloaded")
+TEACHER_PHASE = ("teacher_forward", "teacher_head", "teacher_mask", "teacher_onloaded")
+
+
+def persistent_gradients(launch: Launch) -> bool:
+    """Whether gradient memory stays allocated between steps: sharded strategies' partitions, DDP's buckets across
+    processes, and any run accumulating over micro-batches; one plain process frees them (set to None) every step."""
+    return launch.strategy != "ddp" or launch.gpus > 1 or launch.grad_accum > 1
+
+
+def activation_bytes(shape: ModelShape, launch: Launch) -> float:
+    """What the training forward keeps for the backward. GPU (bf16): Korthikanti et al. 2022, b·s·34·H bytes per
+    layer with SDPA/flash attention (no s² term); with gradient checkpointing the layer inputs b·s·H·2·L plus one
+    layer's working set. CPU (fp32): ``saved_per_token`` elements per layer, plus the final norm's input and output."""
+    b, s, H, L = launch.micro_batch, launch.seq_len, shape.hidden, shape.layers
+    if launch.device == "cpu":
+        layer, inputs, tail = b * s * shape.saved_per_token() * 4, b * s * H * 4 * L, 2 * b * s * H * 4
+    else:
+        layer, inputs, tail = b * s * 34 * H, b * s * H * 2 * L, 0
+    return (inputs + layer if launch.gradient_checkpointing else L * layer) + tail
+
+
+def teacher_forward_bytes(shape: ModelShape, launch: Launch) -> float:
+    """The teacher's no-grad forward, over its longer sequence: GPU, one layer's working set b·s_t·34·H (bf16);
+    CPU, the elements one layer holds at once (``forward_transient_per_token``) in fp32."""
+    b, st = launch.micro_batch, launch.teacher_seq_len
+    return b * st * shape.forward_transient_per_token() * 4 if launch.device == "cpu" else b * st * 34 * shape.hidden
+
+
+def head_bytes(shape: ModelShape, tokens: int, device: str, backward: bool) -> float:
+    """TRL's chunked log-prob head over ``tokens`` positions (it never builds [tokens, V] logits): its tile buffer
+    of min(tokens, 4096) × 32768 in the compute dtype, the backbone's output it flattens (tokens·H), and in the
+    backward the fp32 hidden gradient (4·tokens·H). On a CPU its torch fallback adds fp32 temporaries of the tile's
+    size (min(tokens, 4096) × min(V, 32768)): 3 in the forward (the scaled logits, their shift, its exp), 7¼ in the
+    backward (scaled logits twice, log p, p, the gradient, 1[target] as bool and float, two products)."""
+    c = 4 if device == "cpu" else 2
+    rows = min(tokens, HEAD_ROWS)
+    tile = rows * min(shape.vocab, HEAD_COLS) * 4 if device == "cpu" else 0
+    base = rows * HEAD_COLS * c + tokens * shape.hidden * c
+    return base + (7.25 * tile + 4 * tokens * shape.hidden if backward else 3 * tile + tokens * shape.hidden * c)
 
 
 TEACHER_COPY = ("teacher_weights", "teacher_onloaded")  # shown only for a kept (ema, frozen) teacher
@@ -214,7 +286,7 @@ def problems(shape: ModelShape, launch: Launch) -> list[str]:
     found = []
     if est["total"] > est["capacity"]:
         phase = "training" if est["phase_training"] >= est["phase_teacher"] else "teacher"
-        terms = STATIC + (TRAINING_PHASE if phase == "training" else ("logprob_head", *TEACHER_PHASE))
+        terms = STATIC + (TRAINING_PHASE if phase == "training" else TEACHER_PHASE)
         top = sorted(terms, key=lambda k: -est[k])[:3]
         found.append(
             f"needs {est['total']:.1f} GiB per GPU in the {phase} phase, the GPU has {est['capacity']:.0f} GiB (largest: "
