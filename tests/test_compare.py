@@ -144,6 +144,19 @@ def test_mechanisms_report_paired_differences(tmp_path):
     assert compare._pct(mech["antisd"]["term_ratio"]) == "0.32" and compare._pct(0.125) == "12" and compare._pct(None) == "–"
 
 
+
+def test_collapse_trend_over_the_dose_order():
+    doses = ["grpo", "no_gate@antisd_lambda_max=1.0", "no_gate@antisd_lambda_max=5.0", "no_gate@antisd_lambda_max=10"]
+    cfg = compare.CompareConfig(variants=doses + ["antisd"], seeds=4, trend_variants=doses)
+    mech = {v: {"collapse_seeds": c, "seeds": 4} for v, c in zip(doses, (0, 0, 1, 3))}
+    trend = compare.collapse_trend(cfg, mech)
+    assert trend["collapsed"] == ["0/4", "0/4", "1/4", "3/4"] and trend["p"] == pytest.approx(compare.stats.exact_trend_test([(0, 0, 4), (1, 0, 4), (2, 1, 4), (3, 3, 4)]))
+    assert trend["p"] < 0.01  # four collapses at the two top doses: a trend a per-dose Fisher test (≥ 2/70 each, before Holm) cannot show
+    assert compare.collapse_trend(dataclasses.replace(cfg, trend_variants=[]), mech) is None
+    assert compare.collapse_trend(cfg, {v: m for v, m in mech.items() if v != "grpo"}) is None  # not every variant has run
+    with pytest.raises(ValueError, match="not there: \\['sd'\\]"):
+        compare.CompareConfig(variants=doses, trend_variants=["grpo", "sd"])
+
 def test_reused_initial_evaluation_must_come_from_the_same_model_and_settings(tmp_path):
     from antisd.infra import configio
     from antisd.commands import train

@@ -121,6 +121,27 @@ def test_fisher_exact_by_hand_and_on_published_tables():
         stats.fisher_exact(9, 8, 0, 8)
 
 
+
+def test_exact_trend_test_against_enumeration_and_fisher():
+    import itertools
+
+    def by_enumeration(groups):  # straight from the definition: every placement of the events among the trials
+        scores = [score for score, _, n in groups for _ in range(n)]
+        observed, events = sum(score * x for score, x, _ in groups), sum(x for _, x, _ in groups)
+        subsets = list(itertools.combinations(range(len(scores)), events))
+        return sum(sum(scores[i] for i in c) >= observed for c in subsets) / len(subsets)
+
+    for groups in ([(0, 0, 4), (1, 1, 4), (2, 1, 4), (3, 2, 4)], [(0, 1, 4), (1, 0, 3), (2, 2, 4), (4, 1, 2)], [(0, 2, 4), (1, 2, 4), (2, 0, 4)]):
+        assert stats.exact_trend_test(groups) == pytest.approx(by_enumeration(groups), rel=1e-12)
+        assert stats.exact_trend_test(groups[::-1]) == pytest.approx(stats.exact_trend_test(groups), rel=1e-12)  # order is not a score
+    # every collapse at the top of five doses, 4 seeds each: the one placement of 4 events among 20 with T = 16
+    assert stats.exact_trend_test([(d, 4 if d == 4 else 0, 4) for d in range(5)]) == pytest.approx(1 / math.comb(20, 4))
+    assert stats.fisher_exact(4, 4, 0, 4) == pytest.approx(2 / 70)  # one dose's Fisher test at 4 seeds: never below 2/70
+    assert stats.exact_trend_test([(0, 0, 8), (1, 3, 8)]) == pytest.approx(stats.fisher_exact(3, 8, 0, 8, "greater"))
+    assert stats.exact_trend_test([(0, 0, 4), (1, 0, 4)]) == 1.0  # no events: nothing to see
+    with pytest.raises(ValueError, match="events ≤ trials"):
+        stats.exact_trend_test([(0, 5, 4), (1, 0, 4)])
+
 def test_rate_intervals_match_newcombe():
     """Newcombe (1998): Wilson's interval for 81/263 is 0.2553–0.3662; the hybrid score interval of 56/70 − 48/80
     is 0.0524–0.3339 and of 9/10 − 3/10 is 0.1705–0.8090."""

@@ -92,6 +92,10 @@ class CompareConfig:
     plan_seeds: bool = False
     """Only plan: from the baseline's finished runs in output_dir (the pilot), print the seeds the comparison of
     ``variants`` needs for ``target_halfwidth`` (Bonferroni over the non-baseline variants), and exit."""
+    trend_variants: list[str] = field(default_factory=list)
+    """Variants in increasing order of a dose (the baseline may come first): the report adds the exact one-sided
+    trend test of the collapse rate over them, scored 0, 1, 2, … (``stats.exact_trend_test``): one test where one
+    Fisher test per dose has little power at a few seeds each."""
     plan_doses: list[float] = field(default_factory=list)
     """Only plan λ (issue #23): from the finished runs in output_dir of the first non-baseline variant (a pilot of a
     paper-form, constant-λ variant, whose term is proportional to λ), print the λ that gives each of these doses
@@ -113,6 +117,9 @@ class CompareConfig:
         repeated = sorted({v for v in self.variants if self.variants.count(v) > 1})
         if repeated:
             raise ValueError(f"--variants names {repeated} twice; each variant is one set of runs")
+        unknown = [v for v in self.trend_variants if v not in self.variants]
+        if unknown or len(set(self.trend_variants)) != len(self.trend_variants) or len(self.trend_variants) == 1:
+            raise ValueError(f"--trend_variants {self.trend_variants}: needs two or more distinct variants, each among --variants (not there: {unknown})")
         if self.baseline not in self.variants:
             raise ValueError(f"--baseline {self.baseline!r} is not among --variants {self.variants}; add it, or choose one of them")
         for variant in self.variants:
@@ -416,6 +423,14 @@ def _collapse_tests(rows: dict[str, dict], baseline: str) -> None:
         rows[variant]["collapse_delta"]["p_holm"] = p
 
 
+def collapse_trend(cfg: CompareConfig, mech: dict[str, dict]) -> dict | None:
+    """The exact trend test of the collapse rate over ``cfg.trend_variants`` (None when not asked or not all run)."""
+    if not cfg.trend_variants or any(v not in mech for v in cfg.trend_variants):
+        return None
+    groups = [(score, mech[v]["collapse_seeds"], mech[v]["seeds"]) for score, v in enumerate(cfg.trend_variants)]
+    return {"variants": cfg.trend_variants, "collapsed": [f"{x}/{n}" for _, x, n in groups], "p": stats.exact_trend_test(groups)}
+
+
 def _gated(variant: str) -> bool:
     """Whether a variant's AntiSD term has a gate (grpo, sd, no_gate have none: their 'gate open' is meaningless)."""
     settings = parse_variant(variant)[1]
@@ -494,9 +509,13 @@ def write_report(cfg: CompareConfig) -> Path:
             f"| {_num((m.get('collapse_delta') or {}).get('p_holm'), 3)} | {_num(m['gate_open'], 2)} | {_pct(m['term_ratio'])} | {_pct(m['term_exceeds'])} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
             f"| {_num(m['tries'], 2)} | {_delta(m.get('tries_delta'), 2)} | {_num(m['deliberation_lines'], 2)} | {_num(m['truncation'], 3)} |"
         )
+    trend = collapse_trend(cfg, mech)
+    if trend is not None:
+        lines += ["", f"Collapse rate against the dose order {' < '.join(cfg.trend_variants)}: collapsed seeds {trend['collapsed']}; "
+                      f"exact one-sided Cochran–Armitage trend test (scores 0, 1, …), p = {trend['p']:.4f}."]  # fmt: skip
     lines += ["", f"![curves and dynamics]({png.name})", ""]
     (out / "report.md").write_text("\n".join(lines))
-    (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"} | {"mechanisms": mech}, indent=2))
+    (out / "report.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "curves"} | {"mechanisms": mech, "collapse_trend": trend}, indent=2))
     print("\n".join(lines))
     print(f"report: {out / 'report.md'} (with {png.name}); numbers in {out / 'report.json'}; one run directory per variant and seed in {out}/")
     return out / "report.md"

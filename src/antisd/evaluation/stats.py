@@ -7,6 +7,8 @@ and the number of seeds a target precision needs.
   two-sided p-value of the paired t-test.
 - :func:`holm`: Holm's step-down adjustment of p-values (controls the family-wise error rate).
 - :func:`fisher_exact`: Fisher's exact test on two rates (e.g. runaway seeds of a variant against the baseline's).
+- :func:`exact_trend_test`: exact one-sided Cochran–Armitage test of a rate increasing with a score (e.g.
+  collapse rate with the dose), one test where per-dose Fisher tests lack power at a few seeds each.
 - :func:`wilson_interval`, :func:`rate_difference_interval`: score interval of a rate, and Newcombe's hybrid score
   interval of a difference of two independent rates (the interval reported beside Fisher's p).
 - :func:`seeds_for_halfwidth`: seeds needed so the paired interval's half-width is at most a target, from the
@@ -137,6 +139,29 @@ def fisher_exact(a: int, n1: int, b: int, n2: int, alternative: str = "two-sided
         raise ValueError(f"alternative must be 'two-sided', 'greater' or 'less', got {alternative!r}")
     return min(1.0, sum(p for p in pmf.values() if p <= pmf[a] * (1 + 1e-7)))
 
+
+
+def exact_trend_test(groups: Sequence[tuple[int, int, int]]) -> float:
+    """One-sided exact Cochran–Armitage trend test: is the event rate increasing in the groups' scores?
+
+    ``groups``: (integer score, events, trials) per group, e.g. (dose rank, collapsed seeds, seeds). The statistic
+    T = Σ score·events; under H0 (one rate for all) the events are spread over the trials at random with the total
+    fixed, so (events per group) is multivariate hypergeometric and p = P(T ≥ t_observed), computed exactly by
+    convolving the groups. With two groups scored 0 and 1 it is Fisher's one-sided test ('greater' for the second)."""
+    if len(groups) < 2 or any(n < 1 or not 0 <= x <= n for _, x, n in groups):
+        raise ValueError(f"need at least two groups of (score, events, trials) with 0 ≤ events ≤ trials, trials ≥ 1; got {list(groups)}")
+    total_events, total_trials = sum(x for _, x, _ in groups), sum(n for _, _, n in groups)
+    observed = sum(score * x for score, x, _ in groups)
+    ways = {(0, 0): 1}  # (events so far, T so far) → number of ways to place them among the groups seen
+    for score, _, n in groups:
+        step = {}
+        for (k, t), w in ways.items():
+            for x in range(min(n, total_events - k) + 1):
+                key = (k + x, t + score * x)
+                step[key] = step.get(key, 0) + w * math.comb(n, x)
+        ways = step
+    tail = sum(w for (k, t), w in ways.items() if k == total_events and t >= observed)
+    return min(1.0, tail / math.comb(total_trials, total_events))
 
 def _z(level: float) -> float:
     """Standard normal quantile 1 − (1 − level)/2, by bisection on erf (stdlib only)."""
