@@ -32,8 +32,9 @@ PHASES = ("teacher_forward", "training_forward", "backward", "optimizer")
 
 def model_config(name: str) -> dict:
     """The shape's config.json: the shipped testbed's, or the shipped excerpt of a hub model's."""
-    shipped = ROOT / "src/antisd/assets" / name / "config.json"
-    return json.loads((shipped if shipped.is_file() else ROOT / "src/antisd/assets/models" / f"{name}.json").read_text())
+    from antisd.infra.preflight import load_config
+
+    return load_config(str(ROOT / "src/antisd/assets" / name), ROOT / "src/antisd/assets/models")
 
 
 def measure_case(name: str, response_len: int, checkpointing: bool, micro_batch: int, G: int, work: Path) -> dict:
@@ -96,6 +97,8 @@ def main() -> None:
     cases = []
     for item in a.cases.split(","):
         name, length, *mode = item.split(":")
+        if mode not in ([], ["checkpointing"]):
+            raise ValueError(f"--cases {item!r}: after model:length only ':checkpointing' is known, got {':'.join(mode)!r}")
         case = measure_case(name, int(length), mode == ["checkpointing"], a.micro_batch, 4, out / "work")
         case["predicted_gib"] = predict(case)
         case["relative_error"] = {ph: (case["predicted_gib"][ph] - m) / m for ph, m in case["measured_gib"].items() if ph in case["predicted_gib"] and m > 0}

@@ -304,15 +304,20 @@ def problems(shape: ModelShape, launch: Launch) -> list[str]:
     return found
 
 
-def load_shape(model: str, shipped: Path) -> ModelShape:
-    """The shape of a local model directory, or of a paper model from the shipped config excerpts."""
+def load_config(model: str, shipped: Path) -> dict:
+    """The config.json of a local model directory, or a paper model's shipped config excerpt."""
     local = Path(model) / "config.json"
     if local.is_file():
-        return ModelShape.from_config(json.loads(local.read_text()))
+        return json.loads(local.read_text())
     excerpt = shipped / (model.split("/")[-1].lower() + ".json")
     if excerpt.is_file():
-        return ModelShape.from_config(json.loads(excerpt.read_text()))
+        return json.loads(excerpt.read_text())
     raise FileNotFoundError(f"no config.json for {model!r}: give a local model directory (shipped excerpts: {sorted(p.stem for p in shipped.glob('*.json'))})")
+
+
+def load_shape(model: str, shipped: Path) -> ModelShape:
+    """The shape of a local model directory, or of a paper model from the shipped config excerpts."""
+    return ModelShape.from_config(load_config(model, shipped))
 
 
 def teacher_line(shape: ModelShape, launch: Launch) -> str:
