@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from antisd.evaluation import stats
@@ -29,6 +30,23 @@ def gate_states(rows: list[dict]) -> str:
     return "".join(str(int(r["antisd/gate_on"])) for r in calibrated[1:])
 
 
+def mean_on(rows: list[dict], key: str, last_step: int | None = None) -> float | None:
+    """Mean of a finite ``key`` over the steps with the term on (``antisd/gate_on`` = 1), up to ``last_step``."""
+    values = [r[key] for r in rows if r.get("antisd/gate_on") == 1 and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+              and (last_step is None or r["step"] <= last_step)]  # fmt: skip
+    return sum(values) / len(values) if values else None
+
+
+def dose_line(rows: list[dict], window: int) -> str:
+    """Dose and its two factors (the term's size, |A_seq|) early in a run and over all of it: a dose that grows
+    because |A_seq| shrinks (groups turning uniform as a run collapses) reads differently from a growing term."""
+    cells = []
+    for key, scale in (("antisd/term_ratio", 100), ("antisd/term_abs_mean", 1), ("antisd/seq_adv_abs_mean", 1)):
+        early, full = mean_on(rows, key, window), mean_on(rows, key)
+        cells.append("–" if early is None else f"{scale * early:.3g} → {scale * full:.3g}")
+    return " | ".join(cells)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("output_dir", type=Path)
@@ -38,6 +56,7 @@ def main() -> None:
     ap.add_argument("--baseline", default="grpo")
     ap.add_argument("--pair", action="append", default=[], help="a:b, paired AUC difference a − b")
     ap.add_argument("--comparisons", type=int, default=8, help="Bonferroni family size for the pair intervals")
+    ap.add_argument("--dose_window", type=int, default=20, help="the early window (steps) for the dose per seed, e.g. a dose pilot's length")
     args = ap.parse_args()
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     variants = sorted({p.name.rsplit("-s", 1)[0] for p in args.output_dir.glob("*-s*") if p.is_dir()})
@@ -64,6 +83,12 @@ def main() -> None:
             if gated:
                 g = gate_states(rows)
                 print(f"  {v:32s} s{s} {g}  {g.count('1')}/{len(g)}")
+
+    print(f"\nper seed, over steps 1–{args.dose_window} with the term on → over the whole run: dose (%) | mean |term| | mean |A_seq|")
+    for v in variants[1:]:
+        for s, rows in runs[v].items():
+            if rows:
+                print(f"  {v:32s} s{s} {dose_line(rows, args.dose_window)}")
 
     for pair in args.pair:
         a, b = pair.split(":")

@@ -140,6 +140,8 @@ def test_mechanisms_report_paired_differences(tmp_path):
     assert "length_late_delta" not in mech["grpo"]
     # the dose: mean over the steps with a finite ratio (steps 2..20, 9 odd ones at 2% with the gate open: seed 1 only)
     assert mech["grpo"]["term_ratio"] == 0.0 and mech["antisd"]["term_ratio"] == pytest.approx(0.02 * 9 / 19 / 3)
+    # and over the steps with the term on: seed 1 alone (seeds 0, 2 never open), 9 of its 19 finite steps at 2%
+    assert mech["antisd"]["term_ratio_on"] == pytest.approx(0.02 * 9 / 19) and mech["grpo"]["term_ratio_on"] is None
     assert mech["antisd"]["collapse_seeds"] == 0 and mech["antisd"]["collapse_delta"]["p_holm"] == 1.0 and "collapse_delta" not in mech["grpo"]
     assert compare._pct(mech["antisd"]["term_ratio"]) == "0.32" and compare._pct(0.125) == "12" and compare._pct(None) == "–"
 

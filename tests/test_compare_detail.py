@@ -42,3 +42,23 @@ def test_compare_detail(tmp_path):
     half = 12.7062 * math.sqrt(0.045) / math.sqrt(2)
     pair = next(line for line in lines if line.startswith("AUC antisd − grpo"))
     assert "+15.00 pp" in pair and f"[{100 * (0.15 - half):+.2f}, {100 * (0.15 + half):+.2f}]" in pair
+
+
+def test_dose_line_splits_the_dose_into_an_early_window_and_the_whole_run():
+    """Means over the steps with the term on only (gate shut steps and NaN ratios left out), early window first."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_detail", ROOT / "scripts" / "compare_detail.py")
+    detail = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detail)
+    rows = [
+        {"step": 1, "antisd/gate_on": 0.0, "antisd/term_ratio": 0.0, "antisd/term_abs_mean": 0.0, "antisd/seq_adv_abs_mean": 0.8},  # shut: not counted
+        {"step": 2, "antisd/gate_on": 1.0, "antisd/term_ratio": 0.02, "antisd/term_abs_mean": 0.016, "antisd/seq_adv_abs_mean": 0.8},
+        {"step": 3, "antisd/gate_on": 1.0, "antisd/term_ratio": 0.04, "antisd/term_abs_mean": 0.024, "antisd/seq_adv_abs_mean": 0.6},
+        {"step": 4, "antisd/gate_on": 1.0, "antisd/term_ratio": float("nan"), "antisd/term_abs_mean": 0.03, "antisd/seq_adv_abs_mean": 0.0},
+        {"step": 5, "antisd/gate_on": 1.0, "antisd/term_ratio": 0.30, "antisd/term_abs_mean": 0.06, "antisd/seq_adv_abs_mean": 0.2},
+    ]
+    assert detail.mean_on(rows, "antisd/term_ratio", 3) == 0.03  # steps 2, 3
+    assert abs(detail.mean_on(rows, "antisd/term_ratio") - 0.12) < 1e-12  # steps 2, 3, 5 (step 4's NaN left out)
+    assert detail.dose_line(rows, 3) == "3 → 12 | 0.02 → 0.0325 | 0.7 → 0.4"
+    assert detail.dose_line([], 3) == "– | – | –"

@@ -370,6 +370,7 @@ def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int
     evals = [r for r in rows if r.get(f"eval/avg@{eval_k}") is not None]
     last = max(evals, key=lambda r: r["step"]) if evals else {}
     ratio, exceeds = _finite(rows, "antisd/term_ratio"), _finite(rows, "antisd/term_exceeds_frac")
+    ratio_on = _finite([r for r in rows if r.get("antisd/gate_on") == 1], "antisd/term_ratio")
     return {
         "runaway": runaway(rows, after=runaway_after),
         "collapse": collapsed(rows, eval_k, after=runaway_after),
@@ -377,6 +378,7 @@ def run_mechanisms(rows: list[dict], steps: int, eval_k: int, runaway_after: int
         "length_late": statistics.fmean(late) if late else None,
         "truncation": statistics.fmean(trunc) if trunc else None,
         "term_ratio": statistics.fmean(ratio) if ratio else None,
+        "term_ratio_on": statistics.fmean(ratio_on) if ratio_on else None,
         "term_exceeds": statistics.fmean(exceeds) if exceeds else None,
         "tries": last.get("eval/tries"),
         "deliberation_lines": last.get("eval/deliberation_lines"),
@@ -395,7 +397,7 @@ def mechanisms(cfg: CompareConfig) -> dict[str, dict]:
         if not runs:
             continue
         row: dict = {"runaway_seeds": sum(m["runaway"] for m in runs.values()), "collapse_seeds": sum(m["collapse"] for m in runs.values()), "seeds": len(runs)}
-        for key in ("gate_open", "term_ratio", "term_exceeds", "length_late", "truncation", "tries", "deliberation_lines"):
+        for key in ("gate_open", "term_ratio", "term_ratio_on", "term_exceeds", "length_late", "truncation", "tries", "deliberation_lines"):
             values = [m[key] for m in runs.values() if m[key] is not None]
             row[key] = statistics.fmean(values) if values else None
             deltas = [m[key] - base[s][key] for s, m in runs.items() if s in base and m[key] is not None and base[s][key] is not None]
@@ -497,16 +499,16 @@ def write_report(cfg: CompareConfig) -> Path:
         "held-out score is below half its best (the collapse rate against the baseline: Newcombe 95% interval, Fisher's exact two-sided p, "
         "Holm-adjusted over the variants); gate open = mean `antisd/gate_on` after warm-up; "
         "dose = mean over steps of `antisd/term_ratio` (mean |term| / mean |A_seq| over response tokens, 0 on steps with the gate shut), "
-        "with the share of tokens where the term exceeds |A_seq|; "
+        "and over the steps with the term on (`antisd/gate_on` = 1), with the share of tokens where the term exceeds |A_seq|; "
         f"length = mean response tokens over the last 10 steps; tries and deliberation lines per held-out response at the last evaluation.",
         "",
-        f"| variant | runaway seeds | collapse seeds | Δ collapse rate vs {cfg.baseline} (pp) | p (Fisher, Holm) | gate open | dose (%) | term > A_seq (%) | length | Δ length vs {cfg.baseline} | tries | Δ tries | deliberation lines | truncation |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| variant | runaway seeds | collapse seeds | Δ collapse rate vs {cfg.baseline} (pp) | p (Fisher, Holm) | gate open | dose (%) | dose when on (%) | term > A_seq (%) | length | Δ length vs {cfg.baseline} | tries | Δ tries | deliberation lines | truncation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, m in mech.items():
         lines.append(
             f"| {variant} | {m['runaway_seeds']}/{m['seeds']} | {m['collapse_seeds']}/{m['seeds']} | {_rate_delta(m.get('collapse_delta'))} "
-            f"| {_num((m.get('collapse_delta') or {}).get('p_holm'), 3)} | {_num(m['gate_open'], 2)} | {_pct(m['term_ratio'])} | {_pct(m['term_exceeds'])} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
+            f"| {_num((m.get('collapse_delta') or {}).get('p_holm'), 3)} | {_num(m['gate_open'], 2)} | {_pct(m['term_ratio'])} | {_pct(m['term_ratio_on'])} | {_pct(m['term_exceeds'])} | {_num(m['length_late'], 1)} | {_delta(m.get('length_late_delta'), 1)} "
             f"| {_num(m['tries'], 2)} | {_delta(m.get('tries_delta'), 2)} | {_num(m['deliberation_lines'], 2)} | {_num(m['truncation'], 3)} |"
         )
     trend = collapse_trend(cfg, mech)
